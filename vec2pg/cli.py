@@ -1,0 +1,270 @@
+"""The ``vec2pg`` command: one thin command per source, and ``main()``, the error boundary.
+
+Commands parse options and call the library; they hold no SQL and no SDK calls. Every
+error a user should see is a :class:`~vec2pg.errors.Vec2pgError`; ``main()`` prints it as
+one line (``vec2pg: error: ...``) and exits with its code. A traceback is printed only
+with ``--debug``. Secrets (API keys, DSN passwords) are scrubbed from everything printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from vec2pg import __version__
+from vec2pg.errors import ConfigError, ExitCode, Vec2pgError
+
+app = typer.Typer(
+    name="vec2pg",
+    help="Move vector data from vector databases into PostgreSQL with pgvector.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+#: Every secret seen while parsing; main() scrubs them from anything it prints.
+_SECRETS: set[str] = set()
+
+
+def _secret(value: str | None) -> str | None:
+    if value:
+        _SECRETS.add(value)
+    return value
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vec2pg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Move vector data from vector databases into PostgreSQL with pgvector.
+
+    Each command reads one source (every id, vector, sparse vector and metadata of every
+    namespace) and writes it to the table vec2pg."<collection>" through binary COPY.
+    """
+
+
+# Options every source command shares. Defined once; each command lists them.
+Dsn = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        help="PostgreSQL connection string. Default: $POSTGRES_CONNECTION_STRING, "
+        "then $DATABASE_URL.",
+        show_default=False,
+    ),
+]
+Embedded = Annotated[
+    bool,
+    typer.Option(
+        "--embedded",
+        help="Write to an embedded PostgreSQL with pgvector in a per-user folder "
+        "($VEC2PG_EMBEDDED_DIR); prints a DSN for psql. Needs vec2pg[embedded].",
+    ),
+]
+Schema = Annotated[str, typer.Option("--schema", help="Target schema.")]
+Table = Annotated[
+    str | None,
+    typer.Option("--table", help="Target table. Default: the collection's name.", show_default=False),
+]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", min=1, max=64, help="Pages loaded at once.")
+]
+Retries = Annotated[
+    int,
+    typer.Option("--retries", min=1, max=100, help="Tries per request before a transient failure is fatal."),
+]
+CommitRows = Annotated[
+    int, typer.Option("--commit-rows", min=1, help="Rows per transaction.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object (the summary, or the error) on stdout.")
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+
+
+@dataclass(frozen=True)
+class _Common:
+    dsn: str | None
+    embedded: bool
+    schema: str
+    table: str | None
+    concurrency: int
+    retries: int
+    commit_rows: int
+    quiet: bool
+    json: bool
+
+
+def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[str] = ()) -> None:
+    from vec2pg.pipeline import Options, RetryPolicy, migrate
+    from vec2pg.postgres import PostgresSink, resolve_dsn
+    from vec2pg.postgres.target import dsn_password
+    from vec2pg.progress import PlainEvents, QuietEvents, RichEvents, summary_text
+
+    dsn = resolve_dsn(common.dsn, embedded=common.embedded)
+    _secret(dsn_password(dsn))
+    events: RichEvents | PlainEvents
+    if common.quiet or common.json:
+        events = QuietEvents()
+    elif sys.stderr.isatty():
+        events = RichEvents()
+    else:
+        events = PlainEvents()
+    options = Options(
+        concurrency=common.concurrency,
+        retry=RetryPolicy(attempts=common.retries),
+        namespaces=tuple(namespaces),
+    )
+    with ExitStack() as stack:
+        stack.callback(events.stop)
+        source = make_source()
+        stack.callback(source.close)
+        sink = stack.enter_context(
+            PostgresSink(dsn, schema=common.schema, table=common.table, commit_rows=common.commit_rows)
+        )
+        summary = migrate(source, sink, options, events)
+    if common.json:
+        typer.echo(json.dumps(summary.as_dict()))
+        return
+    typer.echo(summary_text(summary))
+    if common.embedded:
+        typer.echo(f'query it: psql "{dsn}" -c \'SELECT count(*) FROM {summary.target}\'')
+
+
+@app.command(no_args_is_help=True)
+def qdrant(
+    collection: Annotated[str, typer.Argument(help="The Qdrant collection to copy.", show_default=False)],
+    legacy: Annotated[
+        list[str] | None,
+        typer.Argument(hidden=True, help="The original vec2pg's form: migrate COLLECTION URL API_KEY DSN."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="QDRANT_URL", help="Qdrant server URL, e.g. http://localhost:6333.", show_default=False),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.", show_default=False),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="A local Qdrant storage folder (qdrant-client's local mode) instead of --url.", show_default=False),
+    ] = None,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, max=10_000, help="Points per scroll request.")] = 256,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")] = 60.0,
+    dsn: Dsn = None,
+    embedded: Embedded = False,
+    schema: Schema = "vec2pg",
+    table: Table = None,
+    concurrency: Concurrency = 2,
+    retries: Retries = 6,
+    commit_rows: CommitRows = 10_000,
+    quiet: Quiet = False,
+    json_output: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Copy a Qdrant collection into PostgreSQL.
+
+    Every point arrives exactly once: ids (integers and UUIDs, as text), the unnamed
+    vector (column "embedding"), named dense vectors (vector(dim)), sparse vectors
+    (sparsevec) and multivectors (vector(dim)[]), and the payload (jsonb "metadata").
+
+    The original vec2pg's form works too: vec2pg qdrant migrate COLLECTION URL [API_KEY] [DSN],
+    with API_KEY and DSN from QDRANT_API_KEY and POSTGRES_CONNECTION_STRING.
+    """
+    if collection == "migrate" and legacy:
+        collection, url, api_key, dsn = _legacy(legacy, ["COLLECTION", "URL", "API_KEY", "DSN"], [url, api_key, dsn])
+    elif legacy:
+        raise ConfigError(f"unexpected arguments after the collection: {' '.join(legacy)}")
+    _secret(api_key)
+
+    def make_source() -> Any:
+        from vec2pg.sources.qdrant import QdrantSource
+
+        return QdrantSource(collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size)
+
+    _run(make_source, _Common(dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output))
+
+
+def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> list[Any]:
+    """Map the original positional form onto (name, *options); later ones may come from env."""
+    if len(args) > len(names):
+        raise ConfigError(f"too many arguments for: migrate {' '.join(names)}")
+    values: list[str | None] = list(args) + [None] * (len(names) - len(args))
+    # Options given explicitly fill what the positional form left out.
+    for i, default in enumerate(defaults, start=1):
+        if values[i] is None:
+            values[i] = default
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return (and, as a script, exit with) the exit code."""
+    from typer.exceptions import Abort, Exit, TyperException
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("VEC2PG_DEBUG") == "1"
+    as_json = "--json" in args
+    try:
+        command = typer.main.get_command(app)
+        result = command.main(args=args, prog_name="vec2pg", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except Exit as exc:
+        return int(exc.exit_code)
+    except TyperException as exc:  # a usage error: Typer prints it with a hint
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"vec2pg: error: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", ExitCode.USAGE))
+    except Abort:
+        return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
+    except Vec2pgError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        return _fail(str(exc), exc.exit_code, as_json)
+    except KeyboardInterrupt:
+        return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}"
+        hint = "" if debug else " (run with --debug for the traceback)"
+        return _fail(f"internal error: {reason}{hint}", ExitCode.INTERNAL, as_json)
+
+
+def _fail(message: str, code: ExitCode, as_json: bool) -> int:
+    message = redact(message)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": int(code)}))
+    print(f"vec2pg: error: {message}", file=sys.stderr)
+    return int(code)

@@ -1,0 +1,147 @@
+"""How a source's fields become a PostgreSQL table.
+
+``vec2pg."<collection>"`` gets:
+
+* ``id text``: the record's id as text (Qdrant's integer ids in decimal, UUIDs canonical);
+* ``namespace text`` when the source has namespaces (the key is then ``(namespace, id)``);
+* one column per vector field: the unnamed/default dense vector is ``embedding``, a named
+  one keeps its name (``<name>_vector`` where that collides with a fixed column);
+  dense vectors are ``vector(dim)``, sparse ones ``sparsevec(1000000000)``, multivectors
+  ``vector(dim)[]`` (one array element per sub-vector, in order);
+* ``metadata jsonb``.
+
+Each vector column's comment records its source name, kind and metric as JSON, so that an
+index can later be built with the matching operator class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from vec2pg.errors import ConfigError
+from vec2pg.records import SourceInfo, VectorField, VectorKind
+
+#: PostgreSQL truncates longer identifiers silently (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
+#: pgvector's ceiling for ``vector(n)`` (VECTOR_MAX_DIM).
+MAX_VECTOR_DIM = 16_000
+#: pgvector's ceiling for a sparse vector's dimension (SPARSEVEC_MAX_DIM). Every sparse
+#: column gets this dimension, so that any two values in it can be compared; a source index
+#: at or beyond it (Pinecone's and Qdrant's are uint32) cannot be stored.
+SPARSE_DIM = 1_000_000_000
+#: pgvector's ceiling on a sparse vector's non-zero entries (SPARSEVEC_MAX_NNZ).
+MAX_SPARSE_NNZ = 16_000
+
+FIXED_COLUMNS = ("id", "namespace", "metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class VectorColumn:
+    name: str
+    field: VectorField
+
+    @property
+    def sql_type(self) -> sql.Composable:
+        if self.field.kind is VectorKind.SPARSE:
+            return sql.SQL("sparsevec({})").format(sql.Literal(SPARSE_DIM))
+        dense = sql.SQL("vector({})").format(sql.Literal(self.field.dim))
+        return dense if self.field.kind is VectorKind.DENSE else sql.SQL("{}[]").format(dense)
+
+    @property
+    def copy_type(self) -> str:
+        """The type name binary COPY is told to send."""
+        return {
+            VectorKind.DENSE: "vector",
+            VectorKind.SPARSE: "sparsevec",
+            VectorKind.MULTI: "vector[]",
+        }[self.field.kind]
+
+    def comment(self, source_kind: str) -> str:
+        return json.dumps(
+            {
+                "vec2pg": {
+                    "source": source_kind,
+                    "vector": self.field.name,
+                    "kind": self.field.kind.value,
+                    "dim": self.field.dim,
+                    "metric": self.field.metric.value if self.field.metric else None,
+                }
+            },
+            ensure_ascii=False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    schema: str
+    table: str
+    namespaced: bool
+    vectors: tuple[VectorColumn, ...]
+
+    @property
+    def qualified(self) -> sql.Composed:
+        return sql.Identifier(self.schema, self.table)
+
+    @property
+    def display(self) -> str:
+        """The table's name as a person would type it in psql."""
+        return f"{_quote(self.schema)}.{_quote(self.table)}"
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return ("namespace", "id") if self.namespaced else ("id",)
+
+    @property
+    def column_names(self) -> list[str]:
+        head = ["id", "namespace"] if self.namespaced else ["id"]
+        return [*head, *(v.name for v in self.vectors), "metadata"]
+
+    @property
+    def copy_types(self) -> list[str]:
+        head = ["text", "text"] if self.namespaced else ["text"]
+        return [*head, *(v.copy_type for v in self.vectors), "jsonb"]
+
+
+def layout_for(info: SourceInfo, schema: str, table: str | None) -> TableLayout:
+    """Lay out the table for ``info``; raise ConfigError for what PostgreSQL cannot hold."""
+    table = info.collection if table is None else table
+    _check_identifier(schema, "schema", "--schema")
+    _check_identifier(table, "table", "--table")
+    columns: list[VectorColumn] = []
+    for field in info.fields:
+        if field.kind is not VectorKind.SPARSE and (field.dim is None or field.dim < 1):
+            raise ConfigError(f"vector {field.name!r} has no usable dimension ({field.dim})")
+        if field.kind is not VectorKind.SPARSE and field.dim and field.dim > MAX_VECTOR_DIM:
+            raise ConfigError(
+                f"vector {field.name or '(default)'!r} has {field.dim} dimensions; "
+                f"pgvector stores at most {MAX_VECTOR_DIM}"
+            )
+        name = field.name or "embedding"
+        if name in FIXED_COLUMNS:
+            name = f"{name}_vector"
+        _check_identifier(name, f"column for vector {field.name!r}", None)
+        if name in {c.name for c in columns}:
+            raise ConfigError(f"two vectors map to the same column {name!r}")
+        columns.append(VectorColumn(name, field))
+    return TableLayout(schema, table, info.namespaced, tuple(columns))
+
+
+def _check_identifier(name: str, what: str, option: str | None) -> None:
+    if not name:
+        raise ConfigError(f"the {what} name is empty")
+    if "\x00" in name:
+        raise ConfigError(f"the {what} name {name!r} contains a NUL character")
+    size = len(name.encode())
+    if size > MAX_IDENTIFIER_BYTES:
+        fix = f"; choose a shorter one with {option}" if option else ""
+        raise ConfigError(
+            f"the {what} name {name!r} is {size} bytes, PostgreSQL's limit is "
+            f"{MAX_IDENTIFIER_BYTES}{fix}"
+        )
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

@@ -1,0 +1,142 @@
+"""Showing a run: a rich progress bar on a terminal, plain log lines elsewhere, or nothing.
+
+Progress and messages go to stderr, so that stdout carries only the summary (or, with
+``--json``, one JSON object).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vec2pg.pipeline import Summary
+from vec2pg.records import SourceInfo
+
+
+def _source_line(info: SourceInfo, target: str, total: int | None) -> str:
+    count = "an unknown number of" if total is None else f"{total:,}"
+    spaces = f" in {len(info.namespaces)} namespaces" if info.namespaced else ""
+    return f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> {target}"
+
+
+class RichEvents:
+    """A live progress bar with records/s and an ETA from the exact count."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+        self.console.print(_source_line(info, target, total))
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} rec/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(info.collection, total=total, rate="-")
+        self._started = time.monotonic()
+        self._done = 0
+
+    def advanced(self, namespace: str, records: int) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._done += records
+        elapsed = time.monotonic() - self._started
+        rate = f"{self._done / elapsed:,.0f}" if elapsed > 0 else "-"
+        label = f"{namespace or '(default)'}" if namespace else None
+        fields: dict[str, Any] = {"rate": rate}
+        if label:
+            fields["description"] = label
+        self._progress.update(self._task, advance=records, **fields)
+
+    def retrying(self, message: str, attempt: int, wait: float) -> None:
+        self.console.print(f"[yellow]retrying in {wait:.1f}s (attempt {attempt} failed): {message}")
+
+    def finished(self, summary: Summary) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class PlainEvents:
+    """Log lines for cron and CI: the start, one line every ``interval`` seconds, the end."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._done = 0
+        self._total: int | None = None
+
+    def _log(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{stamp} vec2pg: {text}", file=self.stream, flush=True)
+
+    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+        self._total = total
+        self._started = self._last = time.monotonic()
+        self._log(_source_line(info, target, total))
+
+    def advanced(self, namespace: str, records: int) -> None:
+        self._done += records
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            of = f"/{self._total:,}" if self._total is not None else ""
+            rate = self._done / (now - self._started)
+            self._log(f"{self._done:,}{of} records ({rate:,.0f}/s)")
+
+    def retrying(self, message: str, attempt: int, wait: float) -> None:
+        self._log(f"retrying in {wait:.1f}s (attempt {attempt} failed): {message}")
+
+    def finished(self, summary: Summary) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class QuietEvents(PlainEvents):
+    """Nothing but retries (so that a slow run is explained) on stderr."""
+
+    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+        pass
+
+    def advanced(self, namespace: str, records: int) -> None:
+        pass
+
+
+def summary_text(summary: Summary) -> str:
+    """The closing lines a person reads."""
+    lines = [
+        f"{summary.written:,} of {summary.read:,} records written to {summary.target} "
+        f"in {summary.seconds:,.1f}s ({summary.records_per_second:,.0f} records/s)"
+    ]
+    if len(summary.namespaces) > 1 or any(summary.namespaces):
+        for name, ns in summary.namespaces.items():
+            lines.append(f"  namespace {name or '(default)'!s}: {ns.written:,} written")
+    if summary.retries:
+        lines.append(f"  {summary.retries} transient failures were retried")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""The records that flow from a source to the sink: plain data, no I/O.
+
+A source describes itself once (:class:`SourceInfo`: its vector fields and namespaces) and
+then yields :class:`Batch` es of :class:`Record` s. Vectors are numpy arrays:
+
+* a dense vector is a 1-D ``float32`` array,
+* a multivector (Qdrant's ColBERT-style late-interaction vectors) is a 2-D ``float32``
+  array of shape ``(n, dim)``,
+* a sparse vector is a :class:`SparseVector` with 0-based indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray: TypeAlias = npt.NDArray[np.float32]
+IndexArray: TypeAlias = npt.NDArray[np.int64]
+
+#: Where a source resumes reading a namespace: ``None`` is the start; the rest is opaque to
+#: everyone but the source (a Qdrant point id, a Pinecone pagination token). It is stored as
+#: JSON, so it must be a str or an int.
+Cursor: TypeAlias = "str | int | None"
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A sparse vector: 0-based ``indices`` with their ``values``."""
+
+    indices: IndexArray
+    values: FloatArray
+
+
+Vector: TypeAlias = "FloatArray | SparseVector"
+
+
+class VectorKind(str, Enum):
+    DENSE = "dense"
+    SPARSE = "sparse"
+    MULTI = "multivector"
+
+
+class Metric(str, Enum):
+    """A distance metric, named as pgvector names it."""
+
+    COSINE = "cosine"
+    DOT = "dotproduct"
+    EUCLIDEAN = "euclidean"
+    MANHATTAN = "manhattan"
+
+
+@dataclass(frozen=True, slots=True)
+class VectorField:
+    """One vector of every record: a column in the target table.
+
+    ``name`` is the key in :attr:`Record.vectors`; ``""`` is the source's unnamed (default)
+    vector. ``dim`` is ``None`` for sparse vectors, whose dimension is the sink's.
+    """
+
+    name: str
+    kind: VectorKind
+    dim: int | None
+    metric: Metric | None
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A partition of the source (Pinecone namespace); ``count`` may be approximate."""
+
+    name: str
+    count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What a source tells the sink before the first record."""
+
+    kind: str  # "qdrant", "pinecone": names the source in summaries and table comments
+    collection: str  # the collection or index name
+    location: str  # where it is (a URL or path), safe to print
+    fields: tuple[VectorField, ...]
+    namespaces: tuple[Namespace, ...]
+    #: Whether the source has namespaces at all; if so the table gets a namespace column
+    #: and its key is (namespace, id).
+    namespaced: bool
+    #: True when the namespace counts are exact, so progress can show an honest ETA.
+    exact_counts: bool = True
+
+    @property
+    def total(self) -> int | None:
+        counts = [ns.count for ns in self.namespaces]
+        return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+
+
+@dataclass(slots=True)
+class Record:
+    """One record: its id (as text), its vectors by field name, and its metadata."""
+
+    id: str
+    vectors: Mapping[str, Vector | None]
+    metadata: dict[str, Any] | None = None
+    namespace: str = ""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records read from one namespace, and the cursor to resume *after* them."""
+
+    namespace: str
+    records: list[Record] = field(default_factory=list)
+    #: Cursor of the next page; ``None`` when this batch ends the namespace.
+    next_cursor: Cursor = None

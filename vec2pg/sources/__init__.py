@@ -1,0 +1,7 @@
+"""The sources vec2pg reads from, imported lazily so one broken SDK breaks only its command."""
+
+from __future__ import annotations
+
+from vec2pg.sources.base import Page, Source
+
+__all__ = ["Page", "Source"]

@@ -1,0 +1,241 @@
+"""Qdrant: scroll a collection by ``next_page_offset`` and turn points into records.
+
+Point ids become text: an integer id ``42`` becomes ``'42'``, a UUID its canonical
+lowercase hyphenated form. Qdrant has no namespaces, so the table has none either.
+
+The offset Qdrant's scroll takes is a *point id* (the one after the last page), never a
+count: the original vec2pg advanced it as a count and skipped or repeated points whose ids
+were not 0..N-1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import warnings
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from vec2pg.errors import (
+    ConfigError,
+    RateLimited,
+    SourceAuthError,
+    SourceError,
+    SourceNotFound,
+    SourceUnavailable,
+)
+from vec2pg.records import (
+    Cursor,
+    Metric,
+    Namespace,
+    Record,
+    SourceInfo,
+    SparseVector,
+    Vector,
+    VectorField,
+    VectorKind,
+)
+from vec2pg.sources.base import Page
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from qdrant_client import QdrantClient
+    from qdrant_client.http import models
+
+T = TypeVar("T")
+
+_METRICS = {
+    "Cosine": Metric.COSINE,
+    "Dot": Metric.DOT,
+    "Euclid": Metric.EUCLIDEAN,
+    "Manhattan": Metric.MANHATTAN,
+}
+
+#: Points per scroll request. 256 points of 1024-dim float32 are about 2.5 MB of JSON:
+#: large enough to amortise the round trip, small enough to keep memory flat.
+DEFAULT_PAGE_SIZE = 256
+
+
+class QdrantSource:
+    """Read every point of a Qdrant collection, from a server (``url``) or local storage (``path``)."""
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        path: str | None = None,
+        timeout: float = 30.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        if (url is None) == (path is None):
+            raise ConfigError(
+                "name one Qdrant to read from: --url (or QDRANT_URL) for a server, "
+                "or --path for a local Qdrant storage folder"
+            )
+        if page_size < 1:
+            raise ConfigError(f"--page-size must be at least 1, not {page_size}")
+        self.collection = collection
+        self.page_size = page_size
+        self.location = url if url is not None else os.path.abspath(path or "")
+        self._client = self._connect(url, api_key, path, timeout)
+
+    def _connect(
+        self, url: str | None, api_key: str | None, path: str | None, timeout: float
+    ) -> QdrantClient:
+        from qdrant_client import QdrantClient
+
+        if path is None:
+            # REST only; the version check is one more request and warns on mismatch.
+            return QdrantClient(
+                url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False
+            )
+        # Local mode silently creates an empty storage where there is none: check first.
+        if not os.path.isfile(os.path.join(path, "meta.json")):
+            raise SourceNotFound(f"no Qdrant local storage at {self.location} (no meta.json)")
+        try:
+            with warnings.catch_warnings():
+                # Local mode warns above 20,000 points; the user asked for it.
+                warnings.simplefilter("ignore", UserWarning)
+                return QdrantClient(path=path)
+        except RuntimeError as exc:  # the storage folder's lock is held
+            raise SourceError(
+                f"Qdrant storage {self.location} is in use by another process ({exc}); "
+                "stop it or point --url at the server that owns it"
+            ) from exc
+
+    def describe(self) -> SourceInfo:
+        if not self._call(self._client.collection_exists, self.collection):
+            raise SourceNotFound(f"Qdrant collection {self.collection!r} not found at {self.location}")
+        config = self._call(self._client.get_collection, self.collection).config.params
+        fields: list[VectorField] = []
+        vectors = config.vectors
+        if isinstance(vectors, dict):
+            fields += [_dense_field(name, params) for name, params in vectors.items()]
+        elif vectors is not None:
+            fields.append(_dense_field("", vectors))
+        fields += [
+            # Qdrant scores sparse vectors by dot product.
+            VectorField(name, VectorKind.SPARSE, None, Metric.DOT)
+            for name in (config.sparse_vectors or {})
+        ]
+        count = self._call(self._client.count, self.collection, exact=True).count
+        return SourceInfo(
+            kind="qdrant",
+            collection=self.collection,
+            location=self.location,
+            fields=tuple(fields),
+            namespaces=(Namespace("", count),),
+            namespaced=False,
+        )
+
+    def page(self, namespace: str, cursor: Cursor) -> Page:
+        points, next_offset = self._call(
+            self._client.scroll,
+            self.collection,
+            limit=self.page_size,
+            offset=cursor,
+            with_payload=True,
+            with_vectors=True,
+        )
+        next_cursor: Cursor = None
+        if next_offset is not None:
+            next_cursor = next_offset if isinstance(next_offset, int) else str(next_offset)
+        return Page(load=partial(_records, points), next_cursor=next_cursor, size=len(points))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the client, translating its failures into vec2pg's errors."""
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        try:
+            return method(*args, **kwargs)
+        except UnexpectedResponse as exc:
+            raise self._http_error(exc) from exc
+        except ResponseHandlingException as exc:  # timeouts, refused connections, bad bodies
+            raise SourceUnavailable(
+                f"Qdrant at {self.location} did not answer: {_describe(exc.source)}"
+            ) from exc
+        except OSError as exc:
+            raise SourceUnavailable(f"Qdrant at {self.location}: {_describe(exc)}") from exc
+
+    def _http_error(self, exc: Any) -> SourceError:
+        status = exc.status_code
+        detail = _error_detail(exc.content)
+        where = f"Qdrant at {self.location}"
+        if status == 404:
+            return SourceNotFound(f"{where}: collection {self.collection!r} not found ({detail})")
+        if status in (401, 403):
+            return SourceAuthError(
+                f"{where} refused the API key (HTTP {status}): check --api-key or QDRANT_API_KEY"
+            )
+        if status == 429:
+            return RateLimited(f"{where} is rate limiting (HTTP 429)", _retry_after(exc.headers))
+        if status is not None and (status >= 500 or status == 408):
+            return SourceUnavailable(
+                f"{where} answered HTTP {status}: {detail}", _retry_after(exc.headers)
+            )
+        return SourceError(f"{where} answered HTTP {status}: {detail}")
+
+
+def _dense_field(name: str, params: models.VectorParams) -> VectorField:
+    kind = VectorKind.MULTI if params.multivector_config is not None else VectorKind.DENSE
+    distance = params.distance.value if hasattr(params.distance, "value") else str(params.distance)
+    return VectorField(name, kind, params.size, _METRICS.get(distance))
+
+
+def _records(points: list[models.Record]) -> list[Record]:
+    return [
+        Record(id=_point_id(p.id), vectors=_vectors(p.vector), metadata=p.payload) for p in points
+    ]
+
+
+def _point_id(point_id: int | str) -> str:
+    if isinstance(point_id, int):
+        return str(point_id)
+    return str(uuid.UUID(point_id))
+
+
+def _vectors(vector: Any) -> dict[str, Vector | None]:
+    if vector is None:
+        return {}
+    if isinstance(vector, dict):
+        return {name: _vector(value) for name, value in vector.items()}
+    return {"": _vector(vector)}
+
+
+def _vector(value: Any) -> Vector:
+    if hasattr(value, "indices"):  # models.SparseVector
+        return SparseVector(
+            np.asarray(value.indices, dtype=np.int64), np.asarray(value.values, dtype=np.float32)
+        )
+    # A list of floats (dense) or a list of lists (multivector) becomes a 1-D or 2-D array.
+    return np.asarray(value, dtype=np.float32)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_detail(content: bytes | None) -> str:
+    try:
+        body = json.loads(content or b"")
+        return str(body["status"]["error"])
+    except (ValueError, KeyError, TypeError):
+        return (content or b"").decode("utf-8", "replace").strip()[:200] or "no details"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
