@@ -87,21 +87,26 @@ Embedded = Annotated[
 Schema = Annotated[str, typer.Option("--schema", help="Target schema.")]
 Table = Annotated[
     str | None,
-    typer.Option("--table", help="Target table. Default: the collection's name.", show_default=False),
+    typer.Option(
+        "--table", help="Target table. Default: the collection's name.", show_default=False
+    ),
 ]
 Concurrency = Annotated[
     int, typer.Option("--concurrency", min=1, max=64, help="Pages loaded at once.")
 ]
 Retries = Annotated[
     int,
-    typer.Option("--retries", min=1, max=100, help="Tries per request before a transient failure is fatal."),
+    typer.Option(
+        "--retries", min=1, max=100, help="Tries per request before a transient failure is fatal."
+    ),
 ]
-CommitRows = Annotated[
-    int, typer.Option("--commit-rows", min=1, help="Rows per transaction.")
+CommitRows = Annotated[int, typer.Option("--commit-rows", min=1, help="Rows per transaction.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")]
 Json = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object (the summary, or the error) on stdout.")
+    bool,
+    typer.Option("--json", help="Print one JSON object (the summary, or the error) on stdout."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 
@@ -144,7 +149,9 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
         source = make_source()
         stack.callback(source.close)
         sink = stack.enter_context(
-            PostgresSink(dsn, schema=common.schema, table=common.table, commit_rows=common.commit_rows)
+            PostgresSink(
+                dsn, schema=common.schema, table=common.table, commit_rows=common.commit_rows
+            )
         )
         summary = migrate(source, sink, options, events)
     if common.json:
@@ -152,30 +159,49 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
         return
     typer.echo(summary_text(summary))
     if common.embedded:
-        typer.echo(f'query it: psql "{dsn}" -c \'SELECT count(*) FROM {summary.target}\'')
+        typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
 
 
 @app.command(no_args_is_help=True)
 def qdrant(
-    collection: Annotated[str, typer.Argument(help="The Qdrant collection to copy.", show_default=False)],
+    collection: Annotated[
+        str, typer.Argument(help="The Qdrant collection to copy.", show_default=False)
+    ],
     legacy: Annotated[
         list[str] | None,
-        typer.Argument(hidden=True, help="The original vec2pg's form: migrate COLLECTION URL API_KEY DSN."),
+        typer.Argument(
+            hidden=True, help="The original vec2pg's form: migrate COLLECTION URL API_KEY DSN."
+        ),
     ] = None,
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="QDRANT_URL", help="Qdrant server URL, e.g. http://localhost:6333.", show_default=False),
+        typer.Option(
+            "--url",
+            envvar="QDRANT_URL",
+            help="Qdrant server URL, e.g. http://localhost:6333.",
+            show_default=False,
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.", show_default=False),
+        typer.Option(
+            "--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.", show_default=False
+        ),
     ] = None,
     path: Annotated[
         str | None,
-        typer.Option("--path", help="A local Qdrant storage folder (qdrant-client's local mode) instead of --url.", show_default=False),
+        typer.Option(
+            "--path",
+            help="A local Qdrant storage folder (qdrant-client's local mode) instead of --url.",
+            show_default=False,
+        ),
     ] = None,
-    page_size: Annotated[int, typer.Option("--page-size", min=1, max=10_000, help="Points per scroll request.")] = 256,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")] = 60.0,
+    page_size: Annotated[
+        int, typer.Option("--page-size", min=1, max=10_000, help="Points per scroll request.")
+    ] = 256,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")
+    ] = 60.0,
     dsn: Dsn = None,
     embedded: Embedded = False,
     schema: Schema = "vec2pg",
@@ -197,7 +223,9 @@ def qdrant(
     with API_KEY and DSN from QDRANT_API_KEY and POSTGRES_CONNECTION_STRING.
     """
     if collection == "migrate" and legacy:
-        collection, url, api_key, dsn = _legacy(legacy, ["COLLECTION", "URL", "API_KEY", "DSN"], [url, api_key, dsn])
+        collection, url, api_key, dsn = _legacy(
+            legacy, ["COLLECTION", "URL", "API_KEY", "DSN"], [url, api_key, dsn]
+        )
     elif legacy:
         raise ConfigError(f"unexpected arguments after the collection: {' '.join(legacy)}")
     _secret(api_key)
@@ -205,9 +233,16 @@ def qdrant(
     def make_source() -> Any:
         from vec2pg.sources.qdrant import QdrantSource
 
-        return QdrantSource(collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size)
+        return QdrantSource(
+            collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size
+        )
 
-    _run(make_source, _Common(dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output))
+    _run(
+        make_source,
+        _Common(
+            dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output
+        ),
+    )
 
 
 def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> list[Any]:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from vec2pg.errors import Transient
 from vec2pg.postgres.sink import PostgresSink
@@ -38,7 +38,10 @@ class RetryPolicy:
     ``initial`` seconds to at most ``maximum`` (full jitter), or the server's Retry-After."""
 
     attempts: int = 6
-    initial: float = float(os.environ.get("VEC2PG_RETRY_INITIAL_SECONDS", "0.5"))
+    # The variable lets tests retry without waiting; users set --retries instead.
+    initial: float = field(
+        default_factory=lambda: float(os.environ.get("VEC2PG_RETRY_INITIAL_SECONDS", "0.5"))
+    )
     maximum: float = 30.0
 
     def wait(self, state: RetryCallState) -> float:
@@ -176,7 +179,7 @@ class _Retrier:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
-            retry=retry_if_exception_type(Transient),
+            retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
             stop=stop_after_attempt(self._policy.attempts),
             wait=self._policy.wait,
             before_sleep=self._before_sleep,

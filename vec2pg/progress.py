@@ -28,7 +28,9 @@ from vec2pg.records import SourceInfo
 def _source_line(info: SourceInfo, target: str, total: int | None) -> str:
     count = "an unknown number of" if total is None else f"{total:,}"
     spaces = f" in {len(info.namespaces)} namespaces" if info.namespaced else ""
-    return f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> {target}"
+    return (
+        f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> {target}"
+    )
 
 
 class RichEvents:

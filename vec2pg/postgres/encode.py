@@ -101,7 +101,9 @@ def _metadata(metadata: dict[str, Any] | None) -> EncodedJson | None:
         return None
     try:
         text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except ValueError:  # allow_nan=False: JSON has no NaN or infinity
+        raise ValueError("metadata holds NaN or infinity, which JSON cannot express") from None
+    except TypeError as exc:
         raise ValueError(f"metadata is not representable as JSON: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise ValueError("metadata contains a NUL character (\\u0000), which jsonb cannot hold")
@@ -121,7 +123,8 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
     def multi(value: np.ndarray) -> list[np.ndarray]:
         if value.ndim != 2 or value.shape[1] != field.dim:
             raise ValueError(
-                f"{label} is a multivector of shape {value.shape}; each must have {field.dim} values"
+                f"{label} is a multivector of shape {value.shape}; "
+                f"each must have {field.dim} values"
             )
         _check_finite(value, label)
         return list(value)
@@ -134,7 +137,8 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
         if indices.size and (indices.min() < 0 or indices.max() >= SPARSE_DIM):
             bad = indices.max() if indices.max() >= SPARSE_DIM else indices.min()
             raise ValueError(
-                f"sparse {label} has index {bad}; pgvector's sparsevec holds indices 0 to {SPARSE_DIM - 1}"
+                f"sparse {label} has index {bad}; "
+                f"pgvector's sparsevec holds indices 0 to {SPARSE_DIM - 1}"
             )
         if indices.size > 1 and not np.all(indices[1:] > indices[:-1]):
             order = np.argsort(indices, kind="stable")
@@ -147,7 +151,8 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
             indices, values = indices[nonzero], values[nonzero]
         if indices.size > MAX_SPARSE_NNZ:
             raise ValueError(
-                f"sparse {label} has {indices.size} non-zero values; pgvector accepts at most {MAX_SPARSE_NNZ}"
+                f"sparse {label} has {indices.size} non-zero values; "
+                f"pgvector accepts at most {MAX_SPARSE_NNZ}"
             )
         if indices is value.indices and values is value.values:
             return value
@@ -163,7 +168,9 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
 
     def typed(value: Any) -> Any:
         if not isinstance(value, expected):
-            raise ValueError(f"{label} is a {type(value).__name__}, expected a {field.kind.value} vector")
+            raise ValueError(
+                f"{label} is a {type(value).__name__}, expected a {field.kind.value} vector"
+            )
         return check(value)
 
     return typed

@@ -82,7 +82,7 @@ class TableLayout:
     vectors: tuple[VectorColumn, ...]
 
     @property
-    def qualified(self) -> sql.Composed:
+    def qualified(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.table)
 
     @property

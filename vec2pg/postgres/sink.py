@@ -64,7 +64,9 @@ class PostgresSink:
                 f"cannot connect to PostgreSQL at {self.location}: {_first_line(exc)}"
             ) from exc
         except psycopg.ProgrammingError as exc:  # a malformed DSN
-            raise TargetError(f"invalid PostgreSQL DSN {self.location}: {_first_line(exc)}") from exc
+            raise TargetError(
+                f"invalid PostgreSQL DSN {self.location}: {_first_line(exc)}"
+            ) from exc
 
     @property
     def conn(self) -> Connection[Any]:
@@ -117,7 +119,8 @@ class PostgresSink:
             except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
                 raise TargetError(
                     "the pgvector extension is not installed on this PostgreSQL server: "
-                    "install it (https://github.com/pgvector/pgvector#installation) or use --embedded"
+                    "install it (https://github.com/pgvector/pgvector#installation) "
+                    "or use --embedded"
                 ) from exc
         conn.commit()
 
@@ -143,14 +146,14 @@ class PostgresSink:
 
     def _check_existing(self, layout: TableLayout) -> None:
         columns = {
-            name: type_name
-            for name, type_name in self.conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            name
+            for (name,) in self.conn.execute(
+                "SELECT attname FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
                 [layout.qualified.as_string(self.conn)],
             ).fetchall()
         }
-        if set(columns) != set(layout.column_names):
+        if columns != set(layout.column_names):
             raise TargetStateError(
                 f"table {layout.display} exists with columns {sorted(columns)}, but this source "
                 f"needs {sorted(layout.column_names)}: use another --table, or drop it"
@@ -165,7 +168,7 @@ class PostgresSink:
             )
 
     def _create_table(self, layout: TableLayout, info: SourceInfo) -> None:
-        columns = [sql.SQL("id text NOT NULL")]
+        columns: list[sql.Composable] = [sql.SQL("id text NOT NULL")]
         if layout.namespaced:
             columns.append(sql.SQL("namespace text NOT NULL"))
         columns += [
@@ -211,7 +214,8 @@ class PostgresSink:
             yield
         except psycopg.OperationalError as exc:
             raise TargetUnavailable(
-                f"lost the connection to PostgreSQL at {self.location} while {doing}: {_first_line(exc)}"
+                f"lost the connection to PostgreSQL at {self.location} while {doing}: "
+                f"{_first_line(exc)}"
             ) from exc
         except psycopg.Error as exc:
             raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc

