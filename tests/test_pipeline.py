@@ -26,7 +26,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import Page
+from vec2pg.sources.base import WHOLE, Page
 
 DIM = 4
 
@@ -70,7 +70,10 @@ class FakeSource:
             namespaced=True,
         )
 
-    def page(self, namespace: str, cursor: Cursor) -> Page:
+    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+        return (WHOLE,)
+
+    def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
         start = int(cursor or 0)
         end = min(start + self.page_size, self.namespaces[namespace])
         nxt: Cursor = end if end < self.namespaces[namespace] else None
@@ -151,9 +154,9 @@ def test_memory_is_bounded_pages_in_flight(target) -> None:
     seen_ahead = []
     original = source.page
 
-    def page(namespace: str, cursor: Cursor) -> Page:
+    def page(namespace: str, partition: str, cursor: Cursor) -> Page:
         seen_ahead.append(int(cursor or 0) // 10 - written_pages[0])
-        return original(namespace, cursor)
+        return original(namespace, partition, cursor)
 
     written_pages = [0]
     source.page = page  # type: ignore[method-assign]
@@ -172,6 +175,38 @@ def test_memory_is_bounded_pages_in_flight(target) -> None:
     finally:
         sink_module.Loader.write = real_write  # type: ignore[method-assign]
     assert max(seen_ahead) <= 2 * 2 + 2 + 1
+
+
+class SplitSource(FakeSource):
+    """Two chains per namespace: the ``even`` and the ``odd`` tens of its records."""
+
+    def __init__(self, namespaces: dict[str, int]) -> None:
+        super().__init__(namespaces, page_size=10)
+        self.chains: list[tuple[str, str]] = []
+
+    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+        return ("even", "odd")
+
+    def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
+        start = int(cursor if cursor is not None else (0 if partition == "even" else 10))
+        end = min(start + 10, self.namespaces[namespace])
+        nxt: Cursor = start + 20 if start + 20 < self.namespaces[namespace] else None
+        self.chains.append((namespace, partition))
+        return Page(
+            load=lambda: self._load(namespace, start, end), next_cursor=nxt, size=end - start
+        )
+
+
+def test_partitions_of_a_namespace_are_read_concurrently_once(target) -> None:
+    source = SplitSource({"a": 95, "b": 40})
+
+    summary = run(target, source, concurrency=3)
+
+    assert summary.read == summary.written == 135
+    assert set(source.chains) == {("a", "even"), ("a", "odd"), ("b", "even"), ("b", "odd")}
+    assert stored(target) == sorted(
+        [("a", f"a-{i:05d}") for i in range(95)] + [("b", f"b-{i:05d}") for i in range(40)]
+    )
 
 
 def test_transient_load_failures_are_retried(target) -> None:

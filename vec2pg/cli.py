@@ -245,6 +245,85 @@ def qdrant(
     )
 
 
+@app.command(no_args_is_help=True)
+def pinecone(
+    index: Annotated[str, typer.Argument(help="The Pinecone index to copy.", show_default=False)],
+    legacy: Annotated[
+        list[str] | None,
+        typer.Argument(hidden=True, help="The original vec2pg's form: migrate INDEX API_KEY DSN."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key", envvar="PINECONE_API_KEY", help="Pinecone API key.", show_default=False
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="The index's host (https://INDEX-PROJECT.svc...); skips the control plane.",
+            show_default=False,
+        ),
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help='Copy only this namespace (repeatable). The default one is __default__ (or "").',
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")
+    ] = 30.0,
+    dsn: Dsn = None,
+    embedded: Embedded = False,
+    schema: Schema = "vec2pg",
+    table: Table = None,
+    concurrency: Concurrency = 8,
+    retries: Retries = 6,
+    commit_rows: CommitRows = 10_000,
+    quiet: Quiet = False,
+    json_output: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Copy a serverless Pinecone index, every namespace, into PostgreSQL.
+
+    One row per (namespace, id): dense values (column "embedding", vector(dim)), sparse
+    values ("sparse_embedding", sparsevec) and metadata (jsonb "metadata"). Ids are listed
+    and fetched with several requests in flight (--concurrency); rate limits (HTTP 429)
+    slow the run down, they do not stop it.
+
+    The original vec2pg's form works too: vec2pg pinecone migrate INDEX [API_KEY] [DSN],
+    with API_KEY and DSN from PINECONE_API_KEY and POSTGRES_CONNECTION_STRING.
+    """
+    if index == "migrate" and legacy:
+        index, api_key, dsn = _legacy(legacy, ["INDEX", "API_KEY", "DSN"], [api_key, dsn])
+    elif legacy:
+        raise ConfigError(f"unexpected arguments after the index: {' '.join(legacy)}")
+    _secret(api_key)
+    namespaces = [_default_namespace(n) for n in namespace or []]
+
+    def make_source() -> Any:
+        from vec2pg.sources.pinecone import PineconeSource
+
+        return PineconeSource(
+            index, api_key=api_key, host=host, timeout=timeout, concurrency=concurrency
+        )
+
+    common = _Common(
+        dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output
+    )
+    _run(make_source, common, namespaces)
+
+
+def _default_namespace(name: str) -> str:
+    # Pinecone spells its default namespace "__default__" (older servers: ""); so does the table.
+    return name or "__default__"
+
+
 def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> list[Any]:
     """Map the original positional form onto (name, *options); later ones may come from env."""
     if len(args) > len(names):

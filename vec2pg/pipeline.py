@@ -1,13 +1,18 @@
 """The one flow every migration follows: describe, prepare, then stream pages into the sink.
 
-Reading and writing overlap. A reader thread walks each namespace page by page (a page's
-cursor comes from the page before, so this part is sequential) and hands each page's
-``load`` to a pool of ``concurrency`` workers; the calling thread takes the loaded pages
-*in page order* and writes them. A bounded queue between the two keeps memory flat: at
-most ``2 * concurrency`` pages are in flight, however large the collection.
+Reading and writing overlap. Each namespace is split into chains (most sources: one per
+namespace; Pinecone: disjoint id prefixes), and up to ``concurrency`` reader threads walk
+chains page by page (a page's cursor comes from the page before, so a chain is
+sequential). Each page's ``load`` goes to a pool of ``concurrency`` workers, and the
+calling thread writes the loaded pages, in page order within each chain. A bounded queue
+between them keeps memory flat: at most ``2 * concurrency`` pages wait for the writer,
+however large the collection.
 
 Transient failures (:class:`~vec2pg.errors.Transient`) are retried with exponential backoff
-and jitter, honouring a server's Retry-After, up to ``RetryPolicy.attempts`` tries.
+and full jitter, honouring a server's Retry-After, up to ``RetryPolicy.attempts`` tries.
+Rate limiting (HTTP 429) is never fatal while the source still answers within
+``RetryPolicy.rate_limit_patience`` seconds: each 429 also halves the number of requests
+in flight, which then grows back by one for every ``_Throttle.RECOVER`` successes.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from vec2pg.errors import Transient
+from vec2pg.errors import ConfigError, RateLimited, Transient
 from vec2pg.postgres.sink import PostgresSink
-from vec2pg.records import Batch, Cursor, SourceInfo
+from vec2pg.records import Batch, Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import Page, Source
 
 T = TypeVar("T")
@@ -35,7 +40,8 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How transient failures are retried: ``attempts`` tries in all, waits growing from
-    ``initial`` seconds to at most ``maximum`` (full jitter), or the server's Retry-After."""
+    ``initial`` seconds to at most ``maximum`` (full jitter), or the server's Retry-After.
+    Rate limiting is retried for as long as ``rate_limit_patience`` seconds."""
 
     attempts: int = 6
     # The variable lets tests retry without waiting; users set --retries instead.
@@ -43,6 +49,7 @@ class RetryPolicy:
         default_factory=lambda: float(os.environ.get("VEC2PG_RETRY_INITIAL_SECONDS", "0.5"))
     )
     maximum: float = 30.0
+    rate_limit_patience: float = 600.0
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -50,6 +57,12 @@ class RetryPolicy:
         backoff = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
         jittered = random.uniform(backoff / 2, backoff)
         return min(self.maximum * 4, hint) if hint else jittered
+
+    def stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            return (state.seconds_since_start or 0.0) >= self.rate_limit_patience
+        return state.attempt_number >= self.attempts
 
 
 @dataclass(slots=True)
@@ -61,6 +74,7 @@ class Options:
 
 @dataclass(slots=True)
 class NamespaceSummary:
+    expected: int | None = None  # the count the source reported (approximate on some)
     read: int = 0
     written: int = 0
 
@@ -74,6 +88,7 @@ class Summary:
     written: int = 0
     seconds: float = 0.0
     retries: int = 0
+    rate_limited: int = 0
     namespaces: dict[str, NamespaceSummary] = field(default_factory=dict)
 
     @property
@@ -90,8 +105,9 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.records_per_second, 1),
             "retries": self.retries,
+            "rate_limited": self.rate_limited,
             "namespaces": {
-                name: {"read": ns.read, "written": ns.written}
+                name: {"expected": ns.expected, "read": ns.read, "written": ns.written}
                 for name, ns in self.namespaces.items()
             },
         }
@@ -130,17 +146,19 @@ def migrate(
     options = options or Options()
     events = events or NoEvents()
     started = time.monotonic()
-    retrier = _Retrier(options.retry, events)
+    retrier = _Retrier(options.retry, events, options.concurrency)
     info = retrier.call(source.describe)
     namespaces = _selected(info, options.namespaces)
     layout = sink.prepare(info)
     summary = Summary(info.kind, info.collection, layout.display)
+    for namespace in namespaces:
+        summary.namespaces[namespace.name] = NamespaceSummary(expected=namespace.count)
     total = None if info.total is None else sum(ns.count or 0 for ns in namespaces)
     events.started(info, layout.display, total)
     with sink.loader() as loader:
-        for batch in _read(source, [ns.name for ns in namespaces], options, retrier):
+        for batch in _Reader(source, namespaces, options, retrier).batches():
             written = loader.write(batch)
-            ns = summary.namespaces.setdefault(batch.namespace, NamespaceSummary())
+            ns = summary.namespaces[batch.namespace]
             ns.read += len(batch.records)
             ns.written += written
             summary.read += len(batch.records)
@@ -148,107 +166,182 @@ def migrate(
             events.advanced(batch.namespace, len(batch.records))
     summary.seconds = time.monotonic() - started
     summary.retries = retrier.retries
+    summary.rate_limited = retrier.rate_limited
     events.finished(summary)
     return summary
 
 
-def _selected(info: SourceInfo, wanted: tuple[str, ...]) -> list[Any]:
+def _selected(info: SourceInfo, wanted: tuple[str, ...]) -> list[Namespace]:
     if not wanted:
         return list(info.namespaces)
     by_name = {ns.name: ns for ns in info.namespaces}
-    from vec2pg.errors import ConfigError
-    from vec2pg.records import Namespace
-
     missing = [name for name in wanted if name not in by_name]
-    if missing and info.exact_counts:
-        # A namespace the source does not report has no records: say so rather than guess.
+    if missing:
         raise ConfigError(
             f"{info.kind} {info.collection!r} has no namespace "
             + ", ".join(repr(m) for m in missing)
             + f"; it has: {', '.join(repr(n) for n in by_name) or 'none'}"
         )
-    return [by_name.get(name, Namespace(name, None)) for name in dict.fromkeys(wanted)]
+    return [by_name[name] for name in dict.fromkeys(wanted)]
+
+
+class _Throttle:
+    """How many source requests may be in flight: halved on every 429, then grown back."""
+
+    RECOVER = 20  # successes per extra request in flight
+
+    def __init__(self, limit: int) -> None:
+        self.maximum = self.limit = limit
+        self._in_flight = 0
+        self._successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if isinstance(exc, RateLimited):
+                self.limit = max(1, self.limit // 2)
+                self._successes = 0
+            elif exc is None and self.limit < self.maximum:
+                self._successes += 1
+                if self._successes >= self.RECOVER:
+                    self.limit += 1
+                    self._successes = 0
+            self._cond.notify_all()
 
 
 class _Retrier:
-    def __init__(self, policy: RetryPolicy, events: Events) -> None:
+    def __init__(self, policy: RetryPolicy, events: Events, concurrency: int) -> None:
         self._policy = policy
         self._events = events
         self._lock = threading.Lock()
+        # Readers and loaders both call the source: 2 * concurrency threads at most.
+        self.throttle = _Throttle(2 * concurrency)
         self.retries = 0
+        self.rate_limited = 0
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
-            stop=stop_after_attempt(self._policy.attempts),
+            stop=self._policy.stop,
             wait=self._policy.wait,
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        return retrying(fn, *args)
+        result: T = retrying(self._throttled, fn, *args)
+        return result
+
+    def _throttled(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.throttle:
+            return fn(*args)
 
     def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
         with self._lock:
             self.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
+            self.rate_limited += isinstance(exc, RateLimited)
         wait = state.next_action.sleep if state.next_action else 0.0
         self._events.retrying(str(exc), state.attempt_number, wait)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    namespace: str
+    partition: str
 
 
 _DONE = object()
 
 
-def _read(
-    source: Source, namespaces: list[str], options: Options, retrier: _Retrier
-) -> Iterator[Batch]:
-    """Yield every page of every namespace, loaded concurrently, in page order."""
-    pages: queue.Queue[Any] = queue.Queue(maxsize=2 * options.concurrency)
-    stop = threading.Event()
+class _Reader:
+    """Walks every chain of every namespace and yields loaded batches in chain order."""
 
-    def put(item: Any) -> bool:
-        while not stop.is_set():
+    def __init__(
+        self, source: Source, namespaces: list[Namespace], options: Options, retrier: _Retrier
+    ) -> None:
+        self._source = source
+        self._namespaces = namespaces
+        self._options = options
+        self._retrier = retrier
+        self._chains: queue.Queue[_Chain | None] = queue.Queue()
+        self._pages: queue.Queue[Any] = queue.Queue(maxsize=2 * options.concurrency)
+        self._stop = threading.Event()
+
+    def batches(self) -> Iterator[Batch]:
+        concurrency = self._options.concurrency
+        chains = 0
+        for ns in self._namespaces:
+            for key in self._retrier.call(
+                self._source.partitions, ns.name, ns.count, 2 * concurrency
+            ):
+                self._chains.put(_Chain(ns.name, key))
+                chains += 1
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="vec2pg-load") as pool:
+            walkers = [
+                threading.Thread(
+                    target=self._walk, args=(pool,), name=f"vec2pg-pages-{i}", daemon=True
+                )
+                for i in range(concurrency)
+            ]
+            for walker in walkers:
+                walker.start()
             try:
-                pages.put(item, timeout=0.1)
+                while chains:
+                    item = self._pages.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    chain, loaded, next_cursor = item
+                    yield Batch(chain.namespace, loaded.result(), next_cursor, chain.partition)
+                    chains -= next_cursor is None
+            finally:
+                self._stop.set()
+                for _ in walkers:
+                    self._chains.put(None)
+                self._drain()
+                for walker in walkers:
+                    walker.join()
+                self._drain()
+
+    def _drain(self) -> None:
+        while True:  # cancel what was queued but not started
+            try:
+                item = self._pages.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, tuple):
+                item[1].cancel()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._pages.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def walk(pool: ThreadPoolExecutor) -> None:
+    def _walk(self, pool: ThreadPoolExecutor) -> None:
         try:
-            for namespace in namespaces:
+            while not self._stop.is_set():
+                chain = self._chains.get()
+                if chain is None:
+                    return
                 cursor: Cursor = None
-                while not stop.is_set():
-                    page: Page = retrier.call(source.page, namespace, cursor)
-                    loaded: Future[Any] = pool.submit(retrier.call, page.load)
-                    if not put((namespace, loaded, page.next_cursor)):
+                while not self._stop.is_set():
+                    page: Page = self._retrier.call(
+                        self._source.page, chain.namespace, chain.partition, cursor
+                    )
+                    loaded: Future[Any] = pool.submit(self._retrier.call, page.load)
+                    if not self._put((chain, loaded, page.next_cursor)):
                         return
                     if page.next_cursor is None:
                         break
                     cursor = page.next_cursor
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
-
-    with ThreadPoolExecutor(options.concurrency, thread_name_prefix="vec2pg-load") as pool:
-        reader = threading.Thread(target=walk, args=(pool,), name="vec2pg-pages", daemon=True)
-        reader.start()
-        try:
-            while True:
-                item = pages.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                namespace, loaded, next_cursor = item
-                yield Batch(namespace, loaded.result(), next_cursor)
-        finally:
-            stop.set()
-            while True:  # cancel what was queued but not started
-                try:
-                    item = pages.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, tuple):
-                    item[1].cancel()
-            reader.join()
+        except BaseException as exc:  # handed to the writer, which raises it
+            self._put(exc)

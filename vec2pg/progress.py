@@ -27,7 +27,8 @@ from vec2pg.records import SourceInfo
 
 def _source_line(info: SourceInfo, target: str, total: int | None) -> str:
     count = "an unknown number of" if total is None else f"{total:,}"
-    spaces = f" in {len(info.namespaces)} namespaces" if info.namespaced else ""
+    n = len(info.namespaces)
+    spaces = f" in {n} namespace{'s' * (n != 1)}" if info.namespaced else ""
     return (
         f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> {target}"
     )
@@ -139,6 +140,13 @@ def summary_text(summary: Summary) -> str:
     if len(summary.namespaces) > 1 or any(summary.namespaces):
         for name, ns in summary.namespaces.items():
             lines.append(f"  namespace {name or '(default)'!s}: {ns.written:,} written")
+    for name, ns in summary.namespaces.items():
+        if ns.expected is not None and ns.expected != ns.read:
+            where = f"namespace {name!r}" if name else "the source"
+            lines.append(
+                f"  note: {where} reported {ns.expected:,} records and {ns.read:,} were read "
+                "(records were added or deleted during the run, or its count is approximate)"
+            )
     if summary.retries:
         lines.append(f"  {summary.retries} transient failures were retried")
     return "\n".join(lines)

@@ -109,9 +109,11 @@ class Record:
 
 @dataclass(slots=True)
 class Batch:
-    """Records read from one namespace, and the cursor to resume *after* them."""
+    """Records read from one chain of a namespace, and the cursor to resume *after* them."""
 
     namespace: str
     records: list[Record] = field(default_factory=list)
-    #: Cursor of the next page; ``None`` when this batch ends the namespace.
+    #: Cursor of the next page of the chain; ``None`` when this batch ends the chain.
     next_cursor: Cursor = None
+    #: The chain (see :meth:`vec2pg.sources.base.Source.partitions`) the batch came from.
+    partition: str = ""

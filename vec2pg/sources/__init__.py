@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from vec2pg.sources.base import Page, Source
+from vec2pg.sources.base import WHOLE, Page, Source
 
-__all__ = ["Page", "Source"]
+__all__ = ["WHOLE", "Page", "Source"]

@@ -38,7 +38,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import Page
+from vec2pg.sources.base import WHOLE, Page
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,7 +142,11 @@ class QdrantSource:
             namespaced=False,
         )
 
-    def page(self, namespace: str, cursor: Cursor) -> Page:
+    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+        # A scroll's offset is a point id with no upper bound: one chain.
+        return (WHOLE,)
+
+    def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
         points, next_offset = self._call(
             self._client.scroll,
             self.collection,

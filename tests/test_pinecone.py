@@ -1,0 +1,366 @@
+"""Pinecone to PostgreSQL: the real pinecone SDK against a server speaking Pinecone's wire
+format (tests/pinecone_server.py), seeded through the SDK's own upsert."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from pinecone import Pinecone
+from pinecone_server import PineconeServer, reset_sdk_retry_budget
+from qdrant_data import assert_equal_value
+
+from vec2pg.cli import main
+from vec2pg.errors import ExitCode
+
+KEY = "pc-test-key-789"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PineconeServer]:
+    import pinecone._internal.http_client as sdk_http
+
+    # The SDK retries 429/5xx itself, sleeping up to a minute; not in tests.
+    monkeypatch.setattr(sdk_http, "_retry_sleep", lambda _delay: None)
+    reset_sdk_retry_budget()
+    with PineconeServer(api_key=KEY) as srv:
+        monkeypatch.setenv("PINECONE_CONTROLLER_HOST", srv.url)
+        yield srv
+
+
+def upsert(
+    server: PineconeServer, index: str, namespace: str, records: list[dict[str, Any]]
+) -> None:
+    """Seed through the real SDK, so that it checks the wire format both ways."""
+    with Pinecone(api_key=KEY, host=server.url) as pc, pc.Index(host=server.host(index)) as idx:
+        for start in range(0, len(records), 200):
+            idx.upsert(vectors=records[start : start + 200], namespace=namespace)
+
+
+def dense_records(
+    n: int, dim: int, *, prefix: str = "doc-", sparse: bool = False, seed: int = 0
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        record: dict[str, Any] = {
+            "id": f"{prefix}{i:05d}",
+            "values": rng.standard_normal(dim).astype(np.float32).tolist(),
+            "metadata": {
+                "title": f"Überschrift {i} — 東京",
+                "year": 2000 + i % 25,
+                "score": i / 3,
+                "public": i % 2 == 0,
+                "tags": ["a", f"t{i % 7}", "ü"],
+            },
+        }
+        if sparse and i % 3:
+            indices = sorted(rng.choice(50_000, 5, replace=False).tolist())
+            record["sparse_values"] = {"indices": indices, "values": rng.random(5).tolist()}
+        out.append(record)
+    return out
+
+
+def expected_rows(server: PineconeServer, index: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every record the server holds, as the row vec2pg should write."""
+    rows = {}
+    store = server._indexes[index]
+    for namespace in server.namespaces(index):
+        for rid in store.ids_sorted(namespace):
+            record = server.get(index, namespace, rid)
+            assert record is not None
+            row: dict[str, Any] = {"metadata": record.get("metadata")}
+            if record.get("values"):
+                row["embedding"] = np.asarray(record["values"], dtype=np.float32)
+            sparse = record.get("sparseValues")
+            if sparse is not None:
+                row["sparse_embedding"] = {
+                    int(i): np.float32(v)
+                    for i, v in zip(sparse["indices"], sparse["values"], strict=True)
+                }
+            rows[(namespace or "__default__", rid)] = row
+    return rows
+
+
+def assert_rows_match(target, table: str, expected: dict[tuple[str, str], dict[str, Any]]) -> None:
+    actual = target.rows(table)
+    assert actual.keys() == expected.keys()
+    for key, want in expected.items():
+        for column, value in want.items():
+            assert_equal_value(actual[key].get(column), value, f"{key}.{column}")
+
+
+def run(target, *args: str) -> int:
+    return target.cli("pinecone", *args, "--api-key", KEY)
+
+
+def test_every_namespace_dense_and_sparse_arrives_exactly(server, target, capsys) -> None:
+    server.create_index("hybrid", dimension=16, metric="dotproduct")
+    upsert(server, "hybrid", "", dense_records(250, 16, sparse=True))  # default namespace
+    upsert(server, "hybrid", "tenant-a", dense_records(130, 16, sparse=True, seed=1))
+    upsert(server, "hybrid", "tenant-b", dense_records(7, 16, seed=2))
+
+    code = run(target, "hybrid", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["namespaces"] == {
+        "__default__": {"expected": 250, "read": 250, "written": 250},
+        "tenant-a": {"expected": 130, "read": 130, "written": 130},
+        "tenant-b": {"expected": 7, "read": 7, "written": 7},
+    }
+    assert_rows_match(target, "hybrid", expected_rows(server, "hybrid"))
+    assert server.count("list") >= 3 + 2  # more than one page in two namespaces
+    columns = target.query(
+        "SELECT attname, format_type(atttypid, atttypmod), col_description(attrelid, attnum) "
+        "FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 ORDER BY attnum",
+        [f'"{target.schema}"."hybrid"'],
+    )
+    assert [(name, kind) for name, kind, _ in columns] == [
+        ("id", "text"),
+        ("namespace", "text"),
+        ("embedding", "vector(16)"),
+        ("sparse_embedding", "sparsevec(1000000000)"),
+        ("metadata", "jsonb"),
+    ]
+    assert json.loads(columns[2][2])["vec2pg"]["metric"] == "dotproduct"
+    key = target.query(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        [f'"{target.schema}"."hybrid"'],
+    )
+    assert key == [("PRIMARY KEY (namespace, id)",)]
+
+
+def test_a_sparse_only_index_has_no_dense_column(server, target) -> None:
+    server.create_index("sparse", metric="dotproduct", vector_type="sparse")
+    rng = np.random.default_rng(3)
+    records = [
+        {
+            "id": f"s{i}",
+            "sparse_values": {
+                "indices": sorted(rng.choice(999_999_999, 3, replace=False).tolist()),
+                "values": [0.5, 1.5, 2.5],
+            },
+            "metadata": {"i": i},
+        }
+        for i in range(40)
+    ]
+    records[0]["sparse_values"]["indices"] = [0, 1, 999_999_999]  # pgvector's edges
+    upsert(server, "sparse", "ns", records)
+
+    assert run(target, "sparse") == 0
+
+    assert_rows_match(target, "sparse", expected_rows(server, "sparse"))
+    columns = [
+        r[0]
+        for r in target.query(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
+            [f'"{target.schema}"."sparse"'],
+        )
+    ]
+    assert columns == ["id", "namespace", "sparse_embedding", "metadata"]
+
+
+def test_a_sparse_index_beyond_pgvectors_dimension_is_refused_with_the_record(
+    server, target, capsys
+) -> None:
+    server.create_index("sparse", metric="dotproduct", vector_type="sparse")
+    upsert(
+        server,
+        "sparse",
+        "ns",
+        [
+            {"id": "ok", "sparse_values": {"indices": [5], "values": [1.0]}},
+            {"id": "big", "sparse_values": {"indices": [7, 3_000_000_000], "values": [1.0, 2.0]}},
+        ],
+    )
+
+    code = run(target, "sparse")
+
+    assert code == ExitCode.INVALID_RECORD
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: record 'big' in namespace 'ns': sparse vector 'sparse_embedding' has index "
+        "3000000000; pgvector's sparsevec holds indices 0 to 999999999"
+    )
+    assert target.query(f'SELECT count(*) FROM "{target.schema}".sparse') == [(0,)]
+
+
+def test_namespaces_can_be_restricted_and_the_default_has_two_spellings(server, target) -> None:
+    server.create_index("docs", dimension=4, metric="cosine")
+    upsert(server, "docs", "", dense_records(20, 4))
+    upsert(server, "docs", "keep", dense_records(5, 4))
+    upsert(server, "docs", "skip", dense_records(5, 4))
+
+    assert run(target, "docs", "--namespace", "", "-n", "keep", "--table", "a") == 0
+    assert run(target, "docs", "--namespace", "__default__", "--table", "b") == 0
+
+    counts = f'SELECT namespace, count(*) FROM "{target.schema}".{{}} GROUP BY 1 ORDER BY 1'
+    assert target.query(counts.format("a")) == [("__default__", 20), ("keep", 5)]
+    assert target.query(counts.format("b")) == [("__default__", 20)]
+
+
+def test_an_unknown_namespace_is_refused(server, target, capsys) -> None:
+    server.create_index("docs", dimension=4, metric="cosine")
+    upsert(server, "docs", "a", dense_records(3, 4))
+
+    assert run(target, "docs", "--namespace", "nope") == ExitCode.USAGE
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "vec2pg: error: pinecone 'docs' has no namespace 'nope'; it has: 'a'"
+    )
+
+
+def test_an_older_server_that_spells_the_default_namespace_empty(server, target) -> None:
+    server.create_index("docs", dimension=4, metric="euclidean")
+    upsert(server, "docs", "", dense_records(150, 4))
+    server.default_namespace_name = ""
+
+    assert run(target, "docs") == 0
+
+    assert target.query(f'SELECT namespace, count(*) FROM "{target.schema}".docs GROUP BY 1') == [
+        ("__default__", 150)
+    ]
+
+
+def test_a_large_namespace_is_listed_in_parallel_prefixes_exactly_once(
+    server, target, capsys
+) -> None:
+    """Hex ids: the namespace splits into prefixes, listed concurrently."""
+    server.create_index("big", dimension=8, metric="cosine")
+    rng = random.Random(5)
+    records = dense_records(6000, 8)
+    for r in records:
+        r["id"] = f"{rng.getrandbits(128):032x}"
+    upsert(server, "big", "ns", records)
+    server.latency = 0.03
+    server.reset_stats()
+
+    code = run(target, "big", "--concurrency", "8", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["written"] == 6000
+    assert_rows_match(target, "big", expected_rows(server, "big"))
+    assert server.max_in_flight > 4
+    # One chain would list 60 pages; prefixes list 16+ chains, each with a partial last page.
+    assert server.count("list") > 60 + 16
+
+
+def test_a_split_prefix_that_is_itself_an_id_and_rare_characters_are_kept(
+    server, target, capsys
+) -> None:
+    """ "a" is an id and the prefix of 2,500 others, so splitting "a" makes "a" a chain of
+    its own; "~x" and "\x7fx" (DEL) sort after every letter and are found by the probes."""
+    server.create_index("tree", dimension=4, metric="cosine")
+    records = dense_records(3003, 4)
+    names = [
+        "a",
+        *(f"a{i:04d}" for i in range(2500)),
+        *(f"b{i:03d}" for i in range(500)),
+        "~x",
+        "\x7fx",
+    ]
+    for record, name in zip(records, names, strict=True):
+        record["id"] = name
+    upsert(server, "tree", "ns", records)
+    server.reset_stats()
+
+    code = run(target, "tree", "--concurrency", "8", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["written"] == 3003
+    assert_rows_match(target, "tree", expected_rows(server, "tree"))
+    assert server.count("list") > 31 + 80  # both split levels were probed
+
+
+def test_a_storm_of_429s_slows_the_run_down_but_does_not_stop_it(server, target, capsys) -> None:
+    server.create_index("docs", dimension=8, metric="cosine")
+    upsert(server, "docs", "ns", dense_records(1500, 8))
+    server.fail_next(60, status=429, retry_after=0, endpoint="fetch")
+    server.fail_next(20, status=429, endpoint="list")
+
+    code = run(target, "docs", "--retries", "2", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 1500
+    assert summary["rate_limited"] > 0
+    assert server.status_counts[("fetch", 429)] == 60
+    assert_rows_match(target, "docs", expected_rows(server, "docs"))
+
+
+def test_5xx_answers_are_retried(server, target, capsys) -> None:
+    server.create_index("docs", dimension=8, metric="cosine")
+    upsert(server, "docs", "ns", dense_records(300, 8))
+    server.fail_next(6, status=503, endpoint="fetch")
+
+    assert run(target, "docs", "--json") == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["written"] == 300
+
+
+def test_a_pod_based_index_gets_an_explanation(server, target, capsys) -> None:
+    server.create_index("old", dimension=8, deployment="pod")
+
+    code = run(target, "old")
+
+    assert code == ExitCode.SOURCE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: Pinecone index 'old' is pod-based: vec2pg reads an index by listing its "
+        "ids, and Pinecone offers list only on serverless indexes: move the index to serverless "
+        "(Pinecone's console migrates pod-based indexes) and migrate that one"
+    )
+
+
+def test_a_pod_based_index_named_by_host_is_explained_too(server, target, capsys) -> None:
+    host = server.create_index("old", dimension=8, deployment="pod")
+    upsert(server, "old", "ns", dense_records(3, 8))
+
+    assert run(target, "old", "--host", host) == ExitCode.SOURCE
+    assert "cannot list ids (is it pod-based?)" in capsys.readouterr().err
+
+
+def test_a_wrong_api_key_is_refused_without_printing_it(server, target, capsys) -> None:
+    server.create_index("docs", dimension=8, metric="cosine")
+
+    code = target.cli("pinecone", "docs", "--api-key", "bad-key-000")
+
+    assert code == ExitCode.SOURCE
+    out = capsys.readouterr()
+    assert out.err.strip() == (
+        "vec2pg: error: Pinecone index 'docs': Pinecone refused the API key (HTTP 401): "
+        "check --api-key or PINECONE_API_KEY"
+    )
+    assert "bad-key-000" not in out.err + out.out
+
+
+def test_an_unknown_index_is_a_source_error(server, target, capsys) -> None:
+    assert run(target, "nope") == ExitCode.SOURCE
+    assert (
+        capsys.readouterr().err.strip().startswith("vec2pg: error: Pinecone index 'nope' not found")
+    )
+
+
+def test_no_api_key_is_a_usage_error(server, target, capsys) -> None:
+    assert target.cli("pinecone", "docs") == ExitCode.USAGE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: no Pinecone API key: pass --api-key or set PINECONE_API_KEY"
+    )
+
+
+def test_the_original_command_form_works(server, target, capsys, monkeypatch) -> None:
+    server.create_index("docs", dimension=8, metric="cosine")
+    upsert(server, "docs", "ns", dense_records(12, 8))
+
+    assert main(["pinecone", "migrate", "docs", KEY, target.dsn, "--schema", target.schema]) == 0, (
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("PINECONE_API_KEY", KEY)
+    monkeypatch.setenv("POSTGRES_CONNECTION_STRING", target.dsn)
+    assert main(["pinecone", "migrate", "docs", "--schema", target.schema, "--table", "again"]) == 0
+
+    assert target.query(f'SELECT count(*) FROM "{target.schema}".docs') == [(12,)]
+    assert target.query(f'SELECT count(*) FROM "{target.schema}".again') == [(12,)]
+    assert KEY not in capsys.readouterr().out
