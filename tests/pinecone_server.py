@@ -346,6 +346,13 @@ class _Index:
                 ns[rid] = frag
             self.sorted_ids.pop(namespace, None)
 
+    def remove(self, namespace: str, ids: Sequence[str]) -> None:
+        with self.lock:
+            ns = self.namespaces.get(namespace, {})
+            for rid in ids:
+                ns.pop(rid, None)
+            self.sorted_ids.pop(namespace, None)
+
     def ids_sorted(self, namespace: str) -> list[str]:
         with self.lock:
             cached = self.sorted_ids.get(namespace)
@@ -652,6 +659,10 @@ class PineconeServer:
             return None
         record: dict[str, Any] = json.loads(b"{" + frag + b"}")[rid]
         return record
+
+    def delete(self, index: str, namespace: str, ids: Sequence[str]) -> None:
+        """Delete records server-side (as Pinecone's delete by id would)."""
+        self._indexes[index].remove(_ns_from_wire(namespace), ids)
 
     def vector_count(self, index: str, namespace: str | None = None) -> int:
         ix = self._indexes[index]

@@ -137,7 +137,11 @@ def test_pages_arrive_in_order_with_several_loads_in_flight(target) -> None:
     summary = run(target, source, concurrency=4)
 
     assert summary.written == summary.read == 305
-    assert {k: v.written for k, v in summary.namespaces.items()} == {"a": 205, "": 3, "b": 97}
+    assert {k: v.counts.written for k, v in summary.namespaces.items()} == {
+        "a": 205,
+        "": 3,
+        "b": 97,
+    }
     assert source.max_loading > 1
     assert len(stored(target)) == 305
     row = target.query(

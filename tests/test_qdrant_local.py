@@ -121,20 +121,6 @@ def test_a_path_without_qdrant_storage_is_refused_and_left_alone(tmp_path, targe
     assert not missing.exists()
 
 
-def test_a_second_run_into_a_table_with_rows_is_refused(storage, target, capsys) -> None:
-    client = open_local(storage)
-    seed_unnamed(client, "docs", 50)
-    client.close()
-    assert target.cli("qdrant", "docs", "--path", str(storage), "--quiet") == 0
-    capsys.readouterr()
-
-    code = target.cli("qdrant", "docs", "--path", str(storage))
-
-    assert code == ExitCode.TARGET_STATE
-    assert "already holds rows" in capsys.readouterr().err
-    assert target.query(f'SELECT count(*) FROM "{target.schema}".docs') == [(50,)]
-
-
 @pytest.mark.parametrize(
     "collection", ["Ünïcödé ✓ space", "select", "a.b; drop table x --", "UPPER"]
 )

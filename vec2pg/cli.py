@@ -101,6 +101,23 @@ Retries = Annotated[
     ),
 ]
 CommitRows = Annotated[int, typer.Option("--commit-rows", min=1, help="Rows per transaction.")]
+Prune = Annotated[
+    bool,
+    typer.Option(
+        "--prune",
+        help="Delete rows whose records the source no longer has, after a scan that completed.",
+    ),
+]
+Replace = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help="Load a new table and swap it in atomically (readers see the old or the new one).",
+    ),
+]
+Restart = Annotated[
+    bool, typer.Option("--restart", help="Ignore the saved progress of an interrupted run.")
+]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")
 ]
@@ -120,13 +137,23 @@ class _Common:
     concurrency: int
     retries: int
     commit_rows: int
+    prune: bool
+    replace: bool
+    restart: bool
     quiet: bool
     json: bool
 
 
-def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[str] = ()) -> None:
+def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[str] = ()) -> int:
+    """Run one migration; return the exit code (DIFFERS when stale rows remain)."""
     from vec2pg.pipeline import Options, RetryPolicy, migrate
     from vec2pg.postgres import PostgresSink, resolve_dsn
+    from vec2pg.postgres.sink import SyncOptions
+
+    if common.prune and common.replace:
+        raise ConfigError(
+            "--prune and --replace do not go together: --replace keeps only what the source has"
+        )
     from vec2pg.postgres.target import dsn_password
     from vec2pg.progress import PlainEvents, QuietEvents, RichEvents, summary_text
 
@@ -148,18 +175,31 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
         stack.callback(events.stop)
         source = make_source()
         stack.callback(source.close)
+        sync = SyncOptions(prune=common.prune, replace=common.replace, restart=common.restart)
         sink = stack.enter_context(
             PostgresSink(
-                dsn, schema=common.schema, table=common.table, commit_rows=common.commit_rows
+                dsn,
+                schema=common.schema,
+                table=common.table,
+                commit_rows=common.commit_rows,
+                sync=sync,
             )
         )
         summary = migrate(source, sink, options, events)
     if common.json:
         typer.echo(json.dumps(summary.as_dict()))
-        return
-    typer.echo(summary_text(summary))
-    if common.embedded:
-        typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
+    else:
+        typer.echo(summary_text(summary))
+        if common.embedded:
+            typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
+    if not summary.matches_source:
+        print(
+            f"vec2pg: {summary.target} holds {summary.total('stale'):,} rows the source no "
+            "longer has: run with --prune to delete them",
+            file=sys.stderr,
+        )
+        return int(ExitCode.DIFFERS)
+    return 0
 
 
 @app.command(no_args_is_help=True)
@@ -209,10 +249,13 @@ def qdrant(
     concurrency: Concurrency = 2,
     retries: Retries = 6,
     commit_rows: CommitRows = 10_000,
+    prune: Prune = False,
+    replace: Replace = False,
+    restart: Restart = False,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
-) -> None:
+) -> int:
     """Copy a Qdrant collection into PostgreSQL.
 
     Every point arrives exactly once: ids (integers and UUIDs, as text), the unnamed
@@ -237,12 +280,11 @@ def qdrant(
             collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size
         )
 
-    _run(
-        make_source,
-        _Common(
-            dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output
-        ),
-    )
+    common = _Common(
+        dsn, embedded, schema, table, concurrency, retries, commit_rows,
+        prune, replace, restart, quiet, json_output,
+    )  # fmt: skip
+    return _run(make_source, common)
 
 
 @app.command(no_args_is_help=True)
@@ -285,10 +327,13 @@ def pinecone(
     concurrency: Concurrency = 8,
     retries: Retries = 6,
     commit_rows: CommitRows = 10_000,
+    prune: Prune = False,
+    replace: Replace = False,
+    restart: Restart = False,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
-) -> None:
+) -> int:
     """Copy a serverless Pinecone index, every namespace, into PostgreSQL.
 
     One row per (namespace, id): dense values (column "embedding", vector(dim)), sparse
@@ -314,9 +359,68 @@ def pinecone(
         )
 
     common = _Common(
-        dsn, embedded, schema, table, concurrency, retries, commit_rows, quiet, json_output
-    )
-    _run(make_source, common, namespaces)
+        dsn, embedded, schema, table, concurrency, retries, commit_rows,
+        prune, replace, restart, quiet, json_output,
+    )  # fmt: skip
+    return _run(make_source, common, namespaces)
+
+
+@app.command(no_args_is_help=True)
+def status(
+    table: Annotated[
+        str, typer.Argument(help="The target table (the collection's name).", show_default=False)
+    ],
+    dsn: Dsn = None,
+    embedded: Embedded = False,
+    schema: Schema = "vec2pg",
+    json_output: Json = False,
+    debug: Debug = False,
+) -> int:
+    """Show a target's rows, its last completed run and any saved progress.
+
+    Exits 0 when the target has completed a run and has no unfinished one, 8 when an
+    unfinished run waits to be resumed, 5 when vec2pg has never completed a run on it.
+    """
+    from vec2pg.postgres import resolve_dsn
+    from vec2pg.postgres.sink import target_status
+
+    dsn = resolve_dsn(dsn, embedded=embedded)
+    report = target_status(dsn, schema, table)
+    if json_output:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(_status_text(report))
+    if report["last_complete"] is None:
+        return int(ExitCode.TARGET_STATE)
+    return int(ExitCode.DIFFERS) if report["unfinished"] else 0
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    rows = "does not exist" if report["rows"] is None else f"holds {report['rows']:,} rows"
+    lines = [f"{report['table']} {rows}"]
+    last = report["last_complete"]
+    if last is None:
+        lines.append("  no completed vec2pg run")
+    else:
+        done = last["summary"] or {}
+        lines.append(
+            f"  last completed run #{last['run']} ({last['mode']}) finished {last['finished']}: "
+            f"{done.get('read', 0):,} read, {done.get('inserted', 0):,} inserted, "
+            f"{done.get('updated', 0):,} updated, {done.get('deleted', 0):,} deleted"
+        )
+    unfinished = report["unfinished"]
+    if unfinished is None:
+        lines.append("  no saved progress")
+    else:
+        chains = unfinished["chains"]
+        lines.append(
+            f"  unfinished run #{unfinished['run']} ({unfinished['mode']}) started "
+            f"{unfinished['started']}: {unfinished['records']:,} records committed, "
+            f"{chains['done']} of {chains['total']} chains done; the same command resumes it"
+        )
+        if unfinished["error"]:
+            lines.append(f"  it stopped with: {unfinished['error']}")
+    return "\n".join(lines)
 
 
 def _default_namespace(name: str) -> str:

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     TARGET_STATE = 5  # the target table is not in a state this run may write to
     INVALID_RECORD = 6  # a record cannot be stored as it is; the run stopped
     LOCKED = 7  # another vec2pg run holds the lock on this target
+    DIFFERS = 8  # the run finished, but the table does not match the source
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

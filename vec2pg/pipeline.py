@@ -29,8 +29,9 @@ from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from vec2pg.errors import ConfigError, RateLimited, Transient
-from vec2pg.postgres.sink import PostgresSink
+from vec2pg.errors import ConfigError, RateLimited, TargetUnavailable, Transient
+from vec2pg.postgres.sink import Counts, Loader, Plan, PostgresSink
+from vec2pg.postgres.state import DONE
 from vec2pg.records import Batch, Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import Page, Source
 
@@ -70,46 +71,81 @@ class Options:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     namespaces: tuple[str, ...] = ()  # restrict to these; empty: all
+    #: Times a lost PostgreSQL connection is re-established, resuming from the last commit.
+    reconnects: int = 5
 
 
 @dataclass(slots=True)
 class NamespaceSummary:
     expected: int | None = None  # the count the source reported (approximate on some)
-    read: int = 0
-    written: int = 0
+    counts: Counts = field(default_factory=Counts)
+    stale: int = 0  # rows the table holds that the source no longer has (kept: no --prune)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "expected": self.expected,
+            "read": c.read,
+            "written": c.written,
+            "inserted": c.inserted,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+            "deleted": c.deleted,
+            "stale": self.stale,
+        }
 
 
 @dataclass(slots=True)
 class Summary:
     source: str
     collection: str
-    target: str
-    read: int = 0
-    written: int = 0
+    target: str = ""
+    mode: str = ""
+    resumed: bool = False
     seconds: float = 0.0
     retries: int = 0
     rate_limited: int = 0
+    reconnects: int = 0
     namespaces: dict[str, NamespaceSummary] = field(default_factory=dict)
+
+    def total(self, name: str) -> int:
+        if name == "stale":
+            return sum(ns.stale for ns in self.namespaces.values())
+        return sum(int(getattr(ns.counts, name)) for ns in self.namespaces.values())
+
+    @property
+    def read(self) -> int:
+        return self.total("read")
+
+    @property
+    def written(self) -> int:
+        return self.total("written")
+
+    @property
+    def matches_source(self) -> bool:
+        """Whether the table now holds exactly what the source holds."""
+        return self.total("stale") == 0
 
     @property
     def records_per_second(self) -> float:
-        return self.written / self.seconds if self.seconds > 0 else 0.0
+        return self.read / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        totals = ("read", "written", "inserted", "updated", "unchanged", "deleted", "stale")
         return {
             "source": self.source,
             "collection": self.collection,
             "target": self.target,
-            "read": self.read,
-            "written": self.written,
+            "mode": self.mode,
+            "resumed": self.resumed,
+            **{name: self.total(name) for name in totals},
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.records_per_second, 1),
             "retries": self.retries,
             "rate_limited": self.rate_limited,
-            "namespaces": {
-                name: {"expected": ns.expected, "read": ns.read, "written": ns.written}
-                for name, ns in self.namespaces.items()
-            },
+            "reconnects": self.reconnects,
+            "matches_source": self.matches_source,
+            "namespaces": {name: ns.as_dict() for name, ns in self.namespaces.items()},
         }
 
 
@@ -142,33 +178,84 @@ def migrate(
     options: Options | None = None,
     events: Events | None = None,
 ) -> Summary:
-    """Copy every record of ``source`` into ``sink``'s table and return what was done."""
+    """Bring ``sink``'s table in step with ``source`` and return what was done.
+
+    A lost PostgreSQL connection is re-established up to ``options.reconnects`` times; the
+    run then resumes from its last commit, so nothing is lost or written twice.
+    """
     options = options or Options()
     events = events or NoEvents()
     started = time.monotonic()
     retrier = _Retrier(options.retry, events, options.concurrency)
     info = retrier.call(source.describe)
     namespaces = _selected(info, options.namespaces)
-    layout = sink.prepare(info)
-    summary = Summary(info.kind, info.collection, layout.display)
-    for namespace in namespaces:
-        summary.namespaces[namespace.name] = NamespaceSummary(expected=namespace.count)
+    restricted = [ns.name for ns in namespaces] if options.namespaces else None
+    summary = Summary(info.kind, info.collection)
+    for ns in namespaces:
+        summary.namespaces[ns.name] = NamespaceSummary(expected=ns.count)
+    counts = {name: ns.counts for name, ns in summary.namespaces.items()}
     total = None if info.total is None else sum(ns.count or 0 for ns in namespaces)
-    events.started(info, layout.display, total)
-    with sink.loader() as loader:
-        for batch in _Reader(source, namespaces, options, retrier).batches():
-            written = loader.write(batch)
-            ns = summary.namespaces[batch.namespace]
-            ns.read += len(batch.records)
-            ns.written += written
-            summary.read += len(batch.records)
-            summary.written += written
-            events.advanced(batch.namespace, len(batch.records))
+    for attempt in range(options.reconnects + 1):
+        try:
+            plan = sink.begin(info, restricted)
+            summary.target, summary.mode = sink.display, plan.mode
+            summary.resumed = summary.resumed or plan.resumed
+            if not plan.chains:
+                sink.start_chains(
+                    [
+                        (ns.name, key)
+                        for ns in namespaces
+                        for key in retrier.call(
+                            source.partitions, ns.name, ns.count, 2 * options.concurrency
+                        )
+                    ]
+                )
+            if attempt == 0:
+                events.started(info, summary.target, total)
+            _copy(source, sink, plan, options, retrier, events, counts)
+            summary.seconds = time.monotonic() - started
+            summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
+            stale = sink.finish(counts, summary.as_dict())
+            break
+        except TargetUnavailable as exc:
+            if attempt == options.reconnects:
+                raise
+            summary.reconnects += 1
+            wait = min(30.0, options.retry.initial * 2**attempt)
+            events.retrying(f"{exc}; reconnecting", attempt + 1, wait)
+            sink.close()
+            time.sleep(wait)
+        except BaseException as exc:
+            sink.record_failure(str(exc) or type(exc).__name__)
+            raise
+    for name, rows in stale.items():
+        summary.namespaces.setdefault(name, NamespaceSummary()).stale = rows
     summary.seconds = time.monotonic() - started
-    summary.retries = retrier.retries
-    summary.rate_limited = retrier.rate_limited
     events.finished(summary)
     return summary
+
+
+def _copy(
+    source: Source,
+    sink: PostgresSink,
+    plan: Plan,
+    options: Options,
+    retrier: _Retrier,
+    events: Events,
+    counts: dict[str, Counts],
+) -> None:
+    """Read every unfinished chain of ``plan`` into the sink; add what committed to counts."""
+    start = {chain: cursor for chain, cursor in plan.chains.items() if cursor != DONE}
+    loader: Loader | None = None
+    try:
+        with sink.loader() as loader:
+            for batch in _Reader(source, start, options, retrier).batches():
+                loader.write(batch)
+                events.advanced(batch.namespace, len(batch.records))
+    finally:
+        if loader is not None:
+            for name, committed in loader.counts.items():
+                counts.setdefault(name, Counts()).add(committed)
 
 
 def _selected(info: SourceInfo, wanted: tuple[str, ...]) -> list[Namespace]:
@@ -254,6 +341,7 @@ class _Retrier:
 class _Chain:
     namespace: str
     partition: str
+    cursor: Cursor  # where to start: None for the chain's beginning
 
 
 _DONE = object()
@@ -263,10 +351,14 @@ class _Reader:
     """Walks every chain of every namespace and yields loaded batches in chain order."""
 
     def __init__(
-        self, source: Source, namespaces: list[Namespace], options: Options, retrier: _Retrier
+        self,
+        source: Source,
+        start: dict[tuple[str, str], Any],
+        options: Options,
+        retrier: _Retrier,
     ) -> None:
         self._source = source
-        self._namespaces = namespaces
+        self._start = start
         self._options = options
         self._retrier = retrier
         self._chains: queue.Queue[_Chain | None] = queue.Queue()
@@ -275,13 +367,9 @@ class _Reader:
 
     def batches(self) -> Iterator[Batch]:
         concurrency = self._options.concurrency
-        chains = 0
-        for ns in self._namespaces:
-            for key in self._retrier.call(
-                self._source.partitions, ns.name, ns.count, 2 * concurrency
-            ):
-                self._chains.put(_Chain(ns.name, key))
-                chains += 1
+        for (namespace, partition), cursor in sorted(self._start.items()):
+            self._chains.put(_Chain(namespace, partition, cursor))
+        chains = len(self._start)
         with ThreadPoolExecutor(concurrency, thread_name_prefix="vec2pg-load") as pool:
             walkers = [
                 threading.Thread(
@@ -332,7 +420,7 @@ class _Reader:
                 chain = self._chains.get()
                 if chain is None:
                     return
-                cursor: Cursor = None
+                cursor = chain.cursor
                 while not self._stop.is_set():
                     page: Page = self._retrier.call(
                         self._source.page, chain.namespace, chain.partition, cursor

@@ -133,20 +133,47 @@ class QuietEvents(PlainEvents):
 
 def summary_text(summary: Summary) -> str:
     """The closing lines a person reads."""
-    lines = [
-        f"{summary.written:,} of {summary.read:,} records written to {summary.target} "
-        f"in {summary.seconds:,.1f}s ({summary.records_per_second:,.0f} records/s)"
-    ]
+    rate = f"in {summary.seconds:,.1f}s ({summary.records_per_second:,.0f} records/s)"
+    if summary.mode == "merge":
+        head = (
+            f"resynced {summary.target}: {summary.read:,} records read, {_changes(summary)} {rate}"
+        )
+    elif summary.mode == "replace":
+        head = f"{summary.written:,} records written to a new {summary.target}, swapped in {rate}"
+    else:
+        head = f"{summary.written:,} records written to {summary.target} {rate}"
+    lines = [head + (" (resumed an interrupted run)" if summary.resumed else "")]
     if len(summary.namespaces) > 1 or any(summary.namespaces):
         for name, ns in summary.namespaces.items():
-            lines.append(f"  namespace {name or '(default)'!s}: {ns.written:,} written")
+            c = ns.counts
+            detail = (
+                _changes_of(c.inserted, c.updated, c.unchanged, c.deleted)
+                if summary.mode == "merge"
+                else f"{c.written:,} written"
+            )
+            lines.append(f"  namespace {name or '(default)'!s}: {detail}")
     for name, ns in summary.namespaces.items():
-        if ns.expected is not None and ns.expected != ns.read:
+        if not summary.resumed and ns.expected is not None and ns.expected != ns.counts.read:
             where = f"namespace {name!r}" if name else "the source"
             lines.append(
-                f"  note: {where} reported {ns.expected:,} records and {ns.read:,} were read "
+                f"  note: {where} reported {ns.expected:,} records, "
+                f"and {ns.counts.read:,} were read "
                 "(records were added or deleted during the run, or its count is approximate)"
             )
     if summary.retries:
         lines.append(f"  {summary.retries} transient failures were retried")
+    if summary.reconnects:
+        lines.append(
+            f"  the connection to PostgreSQL was re-established {summary.reconnects} times"
+        )
     return "\n".join(lines)
+
+
+def _changes(summary: Summary) -> str:
+    return _changes_of(*(summary.total(n) for n in ("inserted", "updated", "unchanged", "deleted")))
+
+
+def _changes_of(inserted: int, updated: int, unchanged: int, deleted: int) -> str:
+    return (
+        f"{inserted:,} inserted, {updated:,} updated, {unchanged:,} unchanged, {deleted:,} deleted"
+    )

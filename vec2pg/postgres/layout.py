@@ -44,11 +44,12 @@ class VectorColumn:
     field: VectorField
 
     @property
-    def sql_type(self) -> sql.Composable:
+    def sql_type(self) -> str:
+        """The column's type, spelled as PostgreSQL's format_type() spells it."""
         if self.field.kind is VectorKind.SPARSE:
-            return sql.SQL("sparsevec({})").format(sql.Literal(SPARSE_DIM))
-        dense = sql.SQL("vector({})").format(sql.Literal(self.field.dim))
-        return dense if self.field.kind is VectorKind.DENSE else sql.SQL("{}[]").format(dense)
+            return f"sparsevec({SPARSE_DIM})"
+        dense = f"vector({int(self.field.dim or 0)})"
+        return dense if self.field.kind is VectorKind.DENSE else f"{dense}[]"
 
     @property
     def copy_type(self) -> str:
@@ -98,6 +99,11 @@ class TableLayout:
     def column_names(self) -> list[str]:
         head = ["id", "namespace"] if self.namespaced else ["id"]
         return [*head, *(v.name for v in self.vectors), "metadata"]
+
+    @property
+    def sql_types(self) -> list[str]:
+        head = ["text", "text"] if self.namespaced else ["text"]
+        return [*head, *(v.sql_type for v in self.vectors), "jsonb"]
 
     @property
     def copy_types(self) -> list[str]:

@@ -1,21 +1,36 @@
-"""The shared PostgreSQL sink: create the table, then stream batches into it with binary COPY.
+"""The shared PostgreSQL sink: one table per collection, kept in step with its source.
 
 It knows nothing of any source: it takes a :class:`~vec2pg.records.SourceInfo` and
-:class:`~vec2pg.records.Batch` es. Rows go through one ``COPY ... FROM STDIN (FORMAT
-BINARY)`` per transaction, and a transaction holds many batches (``commit_rows`` rows),
-so that neither round trips nor commits dominate.
+:class:`~vec2pg.records.Batch` es. A run is one of three modes:
+
+* ``load``: the table is new or empty. Rows go straight in through binary COPY, and the
+  primary key is added after the load (pgvector's loading advice: load first, index after).
+* ``merge``: the table holds rows (a resync). Each transaction's rows are copied into a
+  temporary staging table and merged with ``INSERT ... ON CONFLICT DO UPDATE ... WHERE ...
+  IS DISTINCT FROM``, so new rows are inserted, changed ones updated and unchanged ones
+  not rewritten at all. With ``prune``, rows the complete scan did not see are deleted at
+  the end, in the transaction that closes the run.
+* ``replace``: rows load into a new table which then takes the old one's place in one
+  transaction: readers see the old table or the new one, never a half.
+
+Every transaction commits its rows together with the cursors of the chains they came
+from (:mod:`vec2pg.postgres.state`), so a run killed at any moment resumes where its last
+commit left it. A PostgreSQL advisory lock per target keeps a second run out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from vec2pg.errors import TargetError, TargetStateError, TargetUnavailable
+from vec2pg.errors import LockHeld, TargetError, TargetStateError, TargetUnavailable
 from vec2pg.postgres.encode import (
     EncodedJson,
     JsonbBinaryDumper,
@@ -23,8 +38,9 @@ from vec2pg.postgres.encode import (
     row_encoder,
 )
 from vec2pg.postgres.layout import TableLayout, layout_for
+from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
 from vec2pg.postgres.target import mask_dsn
-from vec2pg.records import Batch, SourceInfo, SparseVector
+from vec2pg.records import Batch, Cursor, SourceInfo, SparseVector
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -32,6 +48,57 @@ if TYPE_CHECKING:
 #: Rows per transaction. Large enough that commits cost nothing next to the data (10,000
 #: rows of 1024-dim float32 are ~40 MB), small enough that an interrupted run loses little.
 DEFAULT_COMMIT_ROWS = 10_000
+#: A transaction also ends after this many seconds, so that a slow source still saves
+#: its progress often.
+COMMIT_SECONDS = 10.0
+
+Chain = tuple[str, str]  # (namespace, partition)
+
+#: Server-side keepalives (user-settable since PostgreSQL 9.x; ignored on Unix sockets).
+_SESSION_OPTIONS = "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=6"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """How a run treats a table that already holds rows."""
+
+    prune: bool = False  # delete rows the source no longer has (after a complete scan)
+    replace: bool = False  # load a new table and swap it in
+    restart: bool = False  # ignore saved progress
+
+
+@dataclass(slots=True)
+class Counts:
+    """What happened to one namespace's records."""
+
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+    def add(self, other: Counts) -> None:
+        self.read += other.read
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.deleted += other.deleted
+
+
+@dataclass(slots=True)
+class Plan:
+    """What this run does: its mode and, when resuming, where each chain stands."""
+
+    mode: str  # "load", "merge" or "replace"
+    run_id: int
+    resumed: bool
+    #: Every chain of the run and its cursor (None: not started; DONE: finished). Empty
+    #: for a fresh run, whose chains the pipeline records with start_chains().
+    chains: dict[Chain, Cursor | dict[str, bool]] = field(default_factory=dict)
 
 
 class PostgresSink:
@@ -44,21 +111,41 @@ class PostgresSink:
         schema: str = "vec2pg",
         table: str | None = None,
         commit_rows: int = DEFAULT_COMMIT_ROWS,
+        sync: SyncOptions | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.table = table
         self.commit_rows = commit_rows
+        self.sync = sync or SyncOptions()
         self.layout: TableLayout | None = None
+        self.plan: Plan | None = None
         self._conn: Connection[Any] | None = None
+        self._state: State | None = None
+        self._namespaces: list[str] | None = None
 
     @property
     def location(self) -> str:
         return mask_dsn(self.dsn)
 
+    @property
+    def display(self) -> str:
+        """The target table as a person would type it in psql."""
+        assert self.layout is not None, "begin() first"
+        return self.layout.display
+
+    # -- connection ---------------------------------------------------------------------
+
     def connect(self) -> None:
         try:
-            self._conn = psycopg.connect(self.dsn, application_name="vec2pg", connect_timeout=15)
+            self._conn = psycopg.connect(
+                self.dsn,
+                application_name="vec2pg",
+                connect_timeout=15,
+                # If this machine dies, the server notices within about two minutes and
+                # frees the run's advisory lock, so tomorrow's cron run is not locked out.
+                options=_SESSION_OPTIONS,
+            )
         except psycopg.OperationalError as exc:
             raise TargetError(
                 f"cannot connect to PostgreSQL at {self.location}: {_first_line(exc)}"
@@ -70,7 +157,7 @@ class PostgresSink:
 
     @property
     def conn(self) -> Connection[Any]:
-        if self._conn is None:
+        if self._conn is None or self._conn.closed:
             self.connect()
         assert self._conn is not None
         return self._conn
@@ -87,22 +174,110 @@ class PostgresSink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def prepare(self, info: SourceInfo) -> TableLayout:
-        """Create the extension, schema and table for ``info``; refuse a table holding data."""
+    # -- planning -----------------------------------------------------------------------
+
+    def begin(self, info: SourceInfo, namespaces: list[str] | None) -> Plan:
+        """Lock the target, create what is missing, and decide (or resume) the run's mode.
+
+        ``namespaces`` is the run's restriction (None: every namespace); it bounds --prune.
+        Called again after a lost connection, it resumes the same run.
+        """
         layout = layout_for(info, self.schema, self.table)
+        self.layout = layout
+        self._namespaces = namespaces
+        described = {
+            "source": info.kind,
+            "collection": info.collection,
+            "location": info.location,
+            "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
+            "namespaces": namespaces,
+            "replace": self.sync.replace,
+            "prune": self.sync.prune,
+        }
         with self._translate(f"preparing {layout.display}"):
             self._ensure_extension()
             self._register_types()
-            with self.conn.transaction():
-                self.conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema))
+            conn = self.conn
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema))
+            )
+            conn.commit()
+            self._lock(layout)
+            state = self._state = State(conn, layout.schema, layout.table)
+            with conn.transaction():
+                state.create()
+                self.plan = self._decide(info, layout, state, described)
+        return self.plan
+
+    def _decide(
+        self, info: SourceInfo, layout: TableLayout, state: State, described: dict[str, Any]
+    ) -> Plan:
+        unfinished = state.unfinished()
+        if unfinished is not None and not self.sync.restart:
+            if unfinished.fingerprint != fingerprint(described):
+                raise TargetStateError(
+                    f"{layout.display} has saved progress of an unfinished run (started "
+                    f"{unfinished.started:%Y-%m-%d %H:%M:%S}) with another source or options: "
+                    f"{_difference(unfinished.described, described)}; run it again as it was "
+                    "to resume, or add --restart to discard that progress"
                 )
-                if self._table_exists(layout):
-                    self._check_existing(layout)
-                else:
-                    self._create_table(layout, info)
-        self.layout = layout
-        return layout
+            if unfinished.mode == "load" or self._table_exists(self._write_table(unfinished.mode)):
+                return Plan(unfinished.mode, unfinished.id, True, state.chains())
+        exists = self._table_exists(layout.table)
+        if self.sync.replace:
+            mode = "replace"
+            self._drop(self._write_table(mode))
+            self._create_table(layout, info, self._write_table(mode), key=False)
+        elif not exists:
+            mode = "load"
+            self._create_table(layout, info, layout.table, key=False)
+        else:
+            self._check_columns(layout)
+            restarting_load = unfinished is not None and unfinished.mode == "load"
+            if restarting_load:
+                # An interrupted first load never finished: start it over.
+                self.conn.execute(sql.SQL("TRUNCATE {}").format(layout.qualified))
+            mode = "load" if restarting_load or self._empty(layout.table) else "merge"
+        return Plan(mode, state.start(mode, described), False)
+
+    def start_chains(self, chains: list[Chain]) -> None:
+        """Record the chains of a fresh run, so that a resumed run reads the same ones."""
+        assert self.plan is not None and self._state is not None
+        with self._translate("recording the run's chains"), self.conn.transaction():
+            self._state.save(dict.fromkeys(chains))
+        self.plan.chains = dict.fromkeys(chains)
+
+    def _write_table(self, mode: str) -> str:
+        """The table a mode writes into: the target, or for replace a new one."""
+        assert self.layout is not None
+        if mode != "replace":
+            return self.layout.table
+        digest = hashlib.sha256(self.layout.table.encode()).hexdigest()[:12]
+        return f"_vec2pg_new_{digest}"
+
+    def _lock(self, layout: TableLayout) -> None:
+        key = lock_key(layout.schema, layout.table)
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+        self.conn.commit()
+        if row and row[0]:
+            return
+        holder = self.conn.execute(
+            "SELECT a.pid, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = ((%s::bigint >> 32) & 4294967295)::oid "
+            "AND l.objid = (%s::bigint & 4294967295)::oid",
+            [key, key],
+        ).fetchone()
+        self.conn.commit()
+        who = (
+            f" (PostgreSQL pid {holder[0]}, connected {holder[1]:%Y-%m-%d %H:%M:%S})"
+            if holder
+            else ""
+        )
+        raise LockHeld(
+            f"another vec2pg run{who} is writing to {layout.display}; this run stops without "
+            "writing (one run per target at a time)"
+        )
 
     def _ensure_extension(self) -> None:
         conn = self.conn
@@ -137,75 +312,182 @@ class PostgresSink:
             info = TypeInfo.fetch(self.conn, type_name)
             assert info is not None
             adapters.register_dumper(python_type, type("", (dumper,), {"oid": info.oid}))
+        self.conn.commit()
 
-    def _table_exists(self, layout: TableLayout) -> bool:
+    # -- tables -------------------------------------------------------------------------
+
+    def _ident(self, table: str) -> sql.Identifier:
+        assert self.layout is not None
+        return sql.Identifier(self.layout.schema, table)
+
+    def _table_exists(self, table: str) -> bool:
         row = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [layout.qualified.as_string(self.conn)]
+            "SELECT to_regclass(%s) IS NOT NULL", [self._ident(table).as_string(self.conn)]
         ).fetchone()
         return bool(row and row[0])
 
-    def _check_existing(self, layout: TableLayout) -> None:
-        columns = {
-            name
-            for (name,) in self.conn.execute(
-                "SELECT attname FROM pg_attribute "
+    def _empty(self, table: str) -> bool:
+        row = self.conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(self._ident(table))
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _drop(self, table: str) -> None:
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(table)))
+
+    def _check_columns(self, layout: TableLayout) -> None:
+        columns = dict(
+            self.conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
                 [layout.qualified.as_string(self.conn)],
             ).fetchall()
-        }
-        if columns != set(layout.column_names):
+        )
+        wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
+        if columns != wanted:
             raise TargetStateError(
-                f"table {layout.display} exists with columns {sorted(columns)}, but this source "
-                f"needs {sorted(layout.column_names)}: use another --table, or drop it"
-            )
-        has_rows = self.conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT FROM {})").format(layout.qualified)
-        ).fetchone()
-        if has_rows and has_rows[0]:
-            raise TargetStateError(
-                f"table {layout.display} already holds rows; this version of vec2pg does not "
-                "resync into a table with data: use another --table, or empty it first"
+                f"table {layout.display} has columns {_columns(columns)}, but this source "
+                f"needs {_columns(wanted)}: use --replace to rebuild it, or another --table"
             )
 
-    def _create_table(self, layout: TableLayout, info: SourceInfo) -> None:
-        columns: list[sql.Composable] = [sql.SQL("id text NOT NULL")]
-        if layout.namespaced:
-            columns.append(sql.SQL("namespace text NOT NULL"))
-        columns += [
-            sql.SQL("{} {}").format(sql.Identifier(v.name), v.sql_type) for v in layout.vectors
+    def _create_table(
+        self, layout: TableLayout, info: SourceInfo, table: str, *, key: bool
+    ) -> None:
+        target = self._ident(table)
+        columns: list[sql.Composable] = [
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+            for name, kind in zip(layout.column_names, layout.sql_types, strict=True)
         ]
-        columns.append(sql.SQL("metadata jsonb"))
-        columns.append(
-            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, layout.key)))
-        )
+        if key:
+            columns.append(self._key_clause())
         self.conn.execute(
-            sql.SQL("CREATE TABLE {} ({})").format(layout.qualified, sql.SQL(", ").join(columns))
+            sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(columns))
         )
         comment = f"vec2pg: {info.kind} collection {info.collection!r} at {info.location}"
-        self.conn.execute(
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(layout.qualified, sql.Literal(comment))
-        )
+        self.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
         for vector in layout.vectors:
             self.conn.execute(
                 sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                    layout.qualified,
-                    sql.Identifier(vector.name),
-                    sql.Literal(vector.comment(info.kind)),
+                    target, sql.Identifier(vector.name), sql.Literal(vector.comment(info.kind))
                 )
             )
+
+    def _key_clause(self) -> sql.Composed:
+        assert self.layout is not None
+        keys = sql.SQL(", ").join(map(sql.Identifier, self.layout.key))
+        return sql.SQL("PRIMARY KEY ({})").format(keys)
+
+    def _has_key(self, table: str) -> bool:
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'p')",
+            [self._ident(table).as_string(self.conn)],
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- writing ------------------------------------------------------------------------
 
     @contextmanager
     def loader(self) -> Iterator[Loader]:
         """Open a loader; its exit commits what was written, or rolls back on an error."""
-        assert self.layout is not None, "prepare() first"
-        loader = Loader(self, self.layout)
+        assert self.layout is not None and self.plan is not None and self._state is not None
         with self._translate(f"writing to {self.layout.display}"):
+            loader = Loader(self, self.layout, self.plan.mode, self._state)
             try:
                 yield loader
             except BaseException:
                 loader.abort()
                 raise
             loader.commit()
+
+    def finish(self, counts: dict[str, Counts], summary: dict[str, Any]) -> dict[str, int]:
+        """Close the run in one transaction: key, swap or prune, then mark it complete.
+
+        Returns the rows per namespace the table holds that this run did not read (stale
+        rows: deleted at the source, left in place without --prune).
+        """
+        assert self.layout is not None and self.plan is not None and self._state is not None
+        layout, plan = self.layout, self.plan
+        table = self._write_table(plan.mode)
+        with self._translate(f"finishing {layout.display}"), self.conn.transaction():
+            if not self._has_key(table):
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD {}").format(self._ident(table), self._key_clause())
+                )
+            if plan.mode == "replace":
+                self._drop(layout.table)
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                        self._ident(table), sql.Identifier(layout.table)
+                    )
+                )
+                self._rename_key(table, layout.table)
+            elif plan.mode == "merge" and self.sync.prune:
+                for namespace, deleted in self._prune().items():
+                    counts.setdefault(namespace, Counts()).deleted += deleted
+            summary["namespaces"] = {ns: _counts_dict(c) for ns, c in counts.items()}
+            stale = self._stale(counts)
+            self._state.finish(plan.run_id, summary)
+        with self._translate(f"analysing {layout.display}"):
+            self.conn.execute(sql.SQL("ANALYZE {}").format(layout.qualified))
+            self.conn.commit()
+        return stale
+
+    def _rename_key(self, old_table: str, table: str) -> None:
+        """Give the swapped-in table's key the name PostgreSQL would have given it."""
+        row = self.conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+            [self._ident(table).as_string(self.conn)],
+        ).fetchone()
+        if row is None:
+            return
+        # PostgreSQL's own choice, <table>_pkey, cut to the 63-byte identifier limit.
+        name = table.encode()[: 63 - len("_pkey")].decode(errors="ignore") + "_pkey"
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                self._ident(table), sql.Identifier(row[0]), sql.Identifier(name)
+            )
+        )
+
+    def _prune(self) -> dict[str, int]:
+        assert self.layout is not None and self._state is not None
+        layout = self.layout
+        seen = sql.Identifier(layout.schema, "_vec2pg_seen")
+        namespace = sql.SQL("t.namespace") if layout.namespaced else sql.Literal("")
+        only = sql.SQL("")
+        params: list[Any] = [layout.table]
+        if self._namespaces is not None and layout.namespaced:
+            only = sql.SQL("t.namespace = ANY(%s) AND ")
+            params = [self._namespaces, layout.table]
+        rows = self.conn.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {} AS t WHERE {}NOT EXISTS (SELECT FROM {} AS s "
+                "WHERE s.target = %s AND s.namespace = {} AND s.id = t.id) RETURNING {} AS ns) "
+                "SELECT ns, count(*) FROM gone GROUP BY ns"
+            ).format(layout.qualified, only, seen, namespace, namespace),
+            params,
+        ).fetchall()
+        return {ns: int(n) for ns, n in rows}
+
+    def _stale(self, counts: dict[str, Counts]) -> dict[str, int]:
+        """Rows per namespace beyond what the run read (progress rows count every chain)."""
+        assert self.layout is not None and self._state is not None
+        layout = self.layout
+        namespace = sql.SQL("namespace") if layout.namespaced else sql.Literal("")
+        held = dict(
+            self.conn.execute(
+                sql.SQL("SELECT {}, count(*) FROM {} GROUP BY 1").format(
+                    namespace, layout.qualified
+                )
+            ).fetchall()
+        )
+        read = self._state.records()
+        selected = self._namespaces
+        return {
+            ns: n - read.get(ns, 0)
+            for ns, n in held.items()
+            if n > read.get(ns, 0) and (selected is None or ns in selected)
+        }
 
     @contextmanager
     def _translate(self, doing: str) -> Iterator[None]:
@@ -220,37 +502,71 @@ class PostgresSink:
         except psycopg.Error as exc:
             raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
 
+    def record_failure(self, error: str) -> None:
+        """Note on the run why it stopped (best effort: the connection may be gone)."""
+        if self.plan is None or self._state is None or self._conn is None or self._conn.closed:
+            return
+        try:
+            self._conn.rollback()
+            self._state.failed(self.plan.run_id, error)
+            self._conn.commit()
+        except psycopg.Error:
+            pass
+
 
 class Loader:
-    """Writes batches through binary COPY, committing every ``commit_rows`` rows."""
+    """Writes batches through binary COPY and commits them with their chains' cursors."""
 
-    def __init__(self, sink: PostgresSink, layout: TableLayout) -> None:
+    def __init__(self, sink: PostgresSink, layout: TableLayout, mode: str, state: State) -> None:
         self._sink = sink
         self._conn = sink.conn
         self._layout = layout
+        self._mode = mode
+        self._state = state
         self._encode = row_encoder(layout)
         self._copy: Any = None
         self._copy_cm: Any = None
-        self._pending = 0
-        self.committed = 0
+        self._pending_rows = 0
+        self._pending_cursors: dict[Chain, Cursor | dict[str, bool]] = {}
+        self._pending_counts: dict[str, Counts] = {}
+        self._chain_records: dict[Chain, int] = {}
+        self._since = time.monotonic()
+        self.counts: dict[str, Counts] = {}  # committed
+        if mode == "merge":
+            self._conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS _vec2pg_stage (LIKE {}) ON COMMIT DELETE ROWS"
+                ).format(layout.qualified)
+            )
+            self._conn.commit()
+            self._into: sql.Composable = sql.Identifier("_vec2pg_stage")
+        else:
+            self._into = sink._ident(sink._write_table(mode))
 
-    def write(self, batch: Batch) -> int:
-        """Check and write ``batch``; return how many rows it wrote."""
+    def write(self, batch: Batch) -> None:
+        """Check and write ``batch``; it is committed with its chain's cursor."""
         rows = [self._encode(record) for record in batch.records]  # raises before any COPY
-        if not rows:
-            return 0
-        copy = self._copy or self._open_copy()
-        for row in rows:
-            copy.write_row(row)
-        self._pending += len(rows)
-        if self._pending >= self._sink.commit_rows:
+        if rows:
+            copy = self._copy or self._open_copy()
+            for row in rows:
+                copy.write_row(row)
+        chain = (batch.namespace, batch.partition)
+        self._pending_cursors[chain] = DONE if batch.next_cursor is None else batch.next_cursor
+        self._chain_records[chain] = self._chain_records.get(chain, 0) + len(rows)
+        pending = self._pending_counts.setdefault(batch.namespace, Counts())
+        pending.read += len(rows)
+        if self._mode != "merge":
+            pending.inserted += len(rows)
+        self._pending_rows += len(rows)
+        if (
+            self._pending_rows >= self._sink.commit_rows
+            or time.monotonic() - self._since >= COMMIT_SECONDS
+        ):
             self.commit()
-        return len(rows)
 
     def _open_copy(self) -> Any:
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            self._layout.qualified,
-            sql.SQL(", ").join(map(sql.Identifier, self._layout.column_names)),
+            self._into, sql.SQL(", ").join(map(sql.Identifier, self._layout.column_names))
         )
         self._copy_cm = self._conn.cursor().copy(statement)
         self._copy = self._copy_cm.__enter__()
@@ -261,12 +577,65 @@ class Loader:
         if self._copy_cm is not None:
             cm, self._copy_cm, self._copy = self._copy_cm, None, None
             cm.__exit__(None, None, None)
+        if self._mode == "merge" and self._pending_rows:
+            self._merge()
+        self._state.save_records(self._pending_cursors, self._chain_records)
         self._conn.commit()
-        self.committed += self._pending
-        self._pending = 0
+        for namespace, counts in self._pending_counts.items():
+            self.counts.setdefault(namespace, Counts()).add(counts)
+        self._pending_rows = 0
+        self._pending_cursors = {}
+        self._pending_counts = {}
+        self._chain_records = {}
+        self._since = time.monotonic()
+
+    def _merge(self) -> None:
+        layout = self._layout
+        namespace = sql.SQL("namespace") if layout.namespaced else sql.Literal("")
+        if self._sink.sync.prune:
+            self._conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (target, namespace, id) SELECT %s, {}, id FROM _vec2pg_stage "
+                    "ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(layout.schema, "_vec2pg_seen"), namespace),
+                [layout.table],
+            )
+        values = [c for c in layout.column_names if c not in layout.key]
+        columns = sql.SQL(", ").join(map(sql.Identifier, layout.column_names))
+        current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in values)
+        incoming = sql.SQL(", ").join(
+            sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in values
+        )
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
+        )
+        rows = self._conn.execute(
+            sql.SQL(
+                "WITH merged AS (INSERT INTO {} AS t ({}) SELECT {} FROM _vec2pg_stage "
+                "ON CONFLICT ({}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) "
+                "RETURNING {} AS ns, (xmax = 0) AS inserted) "
+                "SELECT ns, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+                "FROM merged GROUP BY ns"
+            ).format(
+                layout.qualified,
+                columns,
+                columns,
+                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
+                assignments,
+                current,
+                incoming,
+                namespace,
+            )
+        ).fetchall()
+        changed = {ns: (int(i), int(u)) for ns, i, u in rows}
+        for ns, counts in self._pending_counts.items():
+            inserted, updated = changed.get(ns, (0, 0))
+            counts.inserted += inserted
+            counts.updated += updated
+            counts.unchanged += counts.read - inserted - updated
 
     def abort(self) -> None:
-        """Drop the open COPY and roll back the rows since the last commit."""
+        """Drop the open COPY and roll back what was written since the last commit."""
         if self._copy_cm is not None:
             cm, self._copy_cm, self._copy = self._copy_cm, None, None
             try:
@@ -278,7 +647,36 @@ class Loader:
                 self._conn.rollback()
             except psycopg.Error:
                 pass  # the connection is gone; so is the transaction
-        self._pending = 0
+        self._pending_rows = 0
+        self._pending_cursors = {}
+        self._pending_counts = {}
+        self._chain_records = {}
+
+
+def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:
+    """The rows, last completed run and saved progress of ``schema.table``."""
+    sink = PostgresSink(dsn, schema=schema, table=table)
+    with sink, sink._translate(f"reading the status of {schema}.{table}"):
+        return status(sink.conn, schema, table)
+
+
+def _counts_dict(counts: Counts) -> dict[str, int]:
+    return {
+        "read": counts.read,
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "deleted": counts.deleted,
+    }
+
+
+def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    changed = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    return "; ".join(f"{key} was {saved.get(key)!r}, now {now.get(key)!r}" for key in changed[:3])
+
+
+def _columns(columns: dict[str, str]) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in columns.items())
 
 
 def _first_line(exc: BaseException) -> str:
