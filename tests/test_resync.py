@@ -33,7 +33,6 @@ from test_pinecone import KEY, dense_records, expected_rows, upsert
 from vec2pg.cli import main
 from vec2pg.errors import ExitCode
 
-
 LAST_ERROR: list[str] = []
 
 
@@ -506,10 +505,18 @@ def test_status_shows_saved_progress_and_the_last_completed_run(
     assert unfinished["mode"] == "merge"
     assert unfinished["records"] >= 40
     assert unfinished["chains"] == {"total": 1, "done": 0}
-    assert main(["status", "docs", "--dsn", target.dsn, "--schema", target.schema]) == ExitCode.DIFFERS
+    assert (
+        main(["status", "docs", "--dsn", target.dsn, "--schema", target.schema]) == ExitCode.DIFFERS
+    )
     text = capsys.readouterr().out
     assert f'"{target.schema}"."docs" holds 120 rows' in text
     assert "the same command resumes it" in text
-    assert main(["status", "nope", "--dsn", target.dsn, "--schema", target.schema]) == ExitCode.TARGET_STATE
-    assert capsys.readouterr().out.splitlines()[:2] == [f'"{target.schema}"."nope" does not exist', "  no completed vec2pg run"]
+    assert (
+        main(["status", "nope", "--dsn", target.dsn, "--schema", target.schema])
+        == ExitCode.TARGET_STATE
+    )
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f'"{target.schema}"."nope" does not exist',
+        "  no completed vec2pg run",
+    ]
     local.close()

@@ -55,7 +55,9 @@ COMMIT_SECONDS = 10.0
 Chain = tuple[str, str]  # (namespace, partition)
 
 #: Server-side keepalives (user-settable since PostgreSQL 9.x; ignored on Unix sockets).
-_SESSION_OPTIONS = "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=6"
+_SESSION_OPTIONS = (
+    "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=6"
+)
 
 
 @dataclass(frozen=True, slots=True)
