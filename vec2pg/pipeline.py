@@ -206,7 +206,11 @@ def migrate(
                         (ns.name, key)
                         for ns in namespaces
                         for key in retrier.call(
-                            source.partitions, ns.name, ns.count, 2 * options.concurrency
+                            # Several chains per reader, so that long ones do not dominate.
+                            source.partitions,
+                            ns.name,
+                            ns.count,
+                            4 * options.concurrency,
                         )
                     ]
                 )

@@ -2,7 +2,12 @@
 
 A serverless index is read namespace by namespace: ``list`` pages ids (100 at the most per
 request, in bytewise order) and ``fetch`` returns their values, sparse values and
-metadata. A list page's token comes from the page before, so one chain of list requests
+metadata. The SDK does the control plane, the statistics and ``list``; ``fetch``, which
+carries nearly all the bytes, is read straight from Pinecone's documented REST API
+(``GET /vectors/fetch``) with httpx and orjson, because decoding its JSON into the SDK's
+objects and then into numpy cost more CPU than everything else in a run together.
+
+A list page's token comes from the page before, so one chain of list requests
 moves about 100 ids per round trip. To hide that latency a large namespace is split into
 disjoint id prefixes listed at the same time (:meth:`PineconeSource.partitions`).
 
@@ -49,15 +54,19 @@ if TYPE_CHECKING:
     from pinecone import Pinecone
 
 DEFAULT_NAMESPACE = "__default__"
+#: The data-plane API version vec2pg's fetch speaks (the one pinecone SDK 10.x sends).
+DATA_PLANE_API_VERSION = "2026-07"
 #: Pinecone's list returns at most 100 ids a page (checked by the SDK and the service).
 LIST_LIMIT = 100
 #: Namespaces smaller than this are one chain: splitting costs more requests than it saves.
 SPLIT_MIN_RECORDS = 20 * LIST_LIMIT
 #: At most this many list requests are spent finding the prefixes of one namespace, and
-#: no more than the pages a single chain would list (at least a first level's worth), so
-#: splitting at most doubles the list requests. Ids sharing a long common prefix
-#: (``doc-0000001``) cost a probe per character after it at every level.
-SPLIT_MAX_PROBES = 600
+#: at most four per page a single chain would list: probes run concurrently while a
+#: chain's pages follow one another, so even then splitting saves time. Ids sharing a long
+#: common prefix (``doc-0000001``) cost about 80 probes per character of it.
+SPLIT_MAX_PROBES = 1500
+#: Probes in flight at once while splitting (each is a list request of at most 100 ids).
+PROBE_CONCURRENCY = 32
 #: Characters probed when splitting a prefix: all of ASCII but NUL, which is every
 #: character a Pinecone id may hold (the SDK refuses other ids, and prefixes, on upsert,
 #: fetch and list), so the prefixes of a split cover every id.
@@ -102,7 +111,10 @@ class PineconeSource:
 
         controller = os.environ.get("PINECONE_CONTROLLER_HOST")
         self._pc: Pinecone = Pinecone(api_key=api_key, host=controller or None, timeout=timeout)
+        self._api_key = api_key
+        self._timeout = timeout
         self._index: Any = None
+        self._http: Any = None  # httpx.Client for fetch, once the host is known
         self._api_namespaces: dict[str, str] = {}  # stored name -> the spelling the API uses
 
     @property
@@ -121,7 +133,18 @@ class PineconeSource:
                 )
             self.host = str(description.host)
         if self._index is None:
+            import httpx
+
             self._index = self._pc.Index(host=self.host)
+            self._http = httpx.Client(
+                base_url=self.host,
+                headers={
+                    "Api-Key": self._api_key,
+                    "X-Pinecone-Api-Version": DATA_PLANE_API_VERSION,
+                },
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=2 * self.concurrency + 4),
+            )
         with self._translate("reading the index statistics"):
             stats = self._index.describe_index_stats()
         vector_type = str(getattr(stats, "vector_type", None) or "dense")
@@ -149,11 +172,13 @@ class PineconeSource:
     def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
         """Split a large namespace into disjoint id prefixes to list at the same time.
 
-        Ids are listed in bytewise order, so on the first page of a prefix P the characters
-        after P only grow: those seen are present, those before the first are absent, and
-        only those after the last seen need a probe. A prefix whose first page is full is
-        split again, breadth first, until there are ``want`` chains or the probe budget is
-        spent. An id equal to a prefix that was split becomes a chain of its own.
+        Ids are listed in bytewise order, so the first page of a prefix P holds its smallest
+        ids: the characters after P only grow along it, those seen are present, those
+        before the first are absent, and only those after the last seen need a probe. When
+        every id on the page shares a longer prefix L, P's ids are L's and those that leave
+        L at some position for a greater character, all probed in one wave. A prefix whose
+        first page is full is split again, breadth first, until there are ``want`` chains
+        or the probe budget is spent. An id equal to a split prefix is a chain of its own.
         """
         if count is None or count < SPLIT_MIN_RECORDS or want < 2:
             return (WHOLE,)
@@ -163,8 +188,10 @@ class PineconeSource:
         chains: list[str] = []
         big = [first]
         probes = 1
-        budget = min(SPLIT_MAX_PROBES, max(len(PROBE_ALPHABET), count // LIST_LIMIT))
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="vec2pg-probe") as pool:
+        budget = min(SPLIT_MAX_PROBES, 4 * count // LIST_LIMIT)
+        # A probe is one small list request: more of them in flight than fetches.
+        workers = max(PROBE_CONCURRENCY, self.concurrency)
+        with ThreadPoolExecutor(workers, thread_name_prefix="vec2pg-probe") as pool:
             while big and len(chains) + len(big) < want:
                 parent = big[0]
                 candidates = _children(parent)
@@ -213,16 +240,50 @@ class PineconeSource:
     def _fetch(self, namespace: str, ids: list[str]) -> list[Record]:
         if not ids:
             return []
-        with self._translate(f"fetching records of namespace {namespace!r}"):
-            response = self._index.fetch(
-                ids=ids, namespace=self._api_namespaces.get(namespace, namespace)
-            )
-        vectors = response.vectors or {}
+        import httpx
+        import orjson
+
+        params = [("ids", i) for i in ids]
+        params.append(("namespace", self._api_namespaces.get(namespace, namespace)))
+        doing = f"fetching records of namespace {namespace!r}"
+        try:
+            response = self._http.get("/vectors/fetch", params=params)
+        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            raise SourceUnavailable(
+                f"Pinecone index {self.index_name!r} did not answer while {doing}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            raise self._http_error(response, doing)
+        vectors = orjson.loads(response.content).get("vectors") or {}
         # A listed id missing from the fetch was deleted in between: it is gone at the source.
         return [_record(namespace, vectors[i]) for i in ids if i in vectors]
 
+    def _http_error(self, response: Any, doing: str) -> SourceError:
+        status = response.status_code
+        where = f"Pinecone index {self.index_name!r}"
+        try:
+            message = str(response.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            message = response.text.strip()[:300] or response.reason_phrase
+        if status in (401, 403):
+            return SourceAuthError(
+                f"{where}: Pinecone refused the API key (HTTP {status}): "
+                "check --api-key or PINECONE_API_KEY"
+            )
+        if status == 404:
+            return SourceNotFound(f"{where} not found ({message})")
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        if status == 429:
+            return RateLimited(f"{where} is rate limiting (HTTP 429) while {doing}", retry_after)
+        if status >= 500 or status == 408:
+            return SourceUnavailable(
+                f"{where} answered HTTP {status} while {doing}: {message}", retry_after
+            )
+        return SourceError(f"{where} answered HTTP {status} while {doing}: {message}")
+
     def close(self) -> None:
-        for resource in (self._index, self._pc):
+        for resource in (self._http, self._index, self._pc):
             close = getattr(resource, "close", None)
             if close is not None:
                 close()
@@ -269,13 +330,24 @@ class PineconeSource:
 
 
 def _children(parent: _Probe) -> list[str]:
-    """The prefixes one character longer than ``parent``'s that may hold ids."""
+    """Disjoint prefixes, longer than ``parent``'s, that together hold all its other ids."""
     depth = len(parent.prefix)
-    seen = sorted({i[depth] for i in parent.ids if len(i) > depth})
-    if not seen:
+    longer = [i for i in parent.ids if len(i) > depth]
+    if not longer:
         return []
-    last = seen[-1]
-    chars = seen + [c for c in PROBE_ALPHABET if c > last]
+    common = os.path.commonprefix(longer)
+    if len(common) > depth:
+        # Every id on the page continues with `common`: the rest leave it somewhere, for a
+        # greater character (a smaller one, or an id that is a prefix of it, would sort
+        # before them and be on the page).
+        return [common] + [
+            common[:i] + c
+            for i in range(depth, len(common))
+            for c in PROBE_ALPHABET
+            if c > common[i]
+        ]
+    seen = sorted({i[depth] for i in longer})
+    chars = seen + [c for c in PROBE_ALPHABET if c > seen[-1]]
     return [parent.prefix + c for c in chars]
 
 
@@ -289,17 +361,28 @@ def _next_token(page: Any) -> str | None:
     return str(token) if token else None
 
 
-def _record(namespace: str, vector: Any) -> Record:
+def _record(namespace: str, vector: dict[str, Any]) -> Record:
+    """A record from one entry of fetch's JSON answer."""
     vectors: dict[str, Vector | None] = {}
-    if vector.values:
-        vectors[""] = np.asarray(vector.values, dtype=np.float32)
-    sparse = vector.sparse_values
-    if sparse is not None and len(sparse.indices):
+    values = vector.get("values")
+    if values:
+        vectors[""] = np.array(values, dtype=np.float32)
+    sparse = vector.get("sparseValues")
+    if sparse and sparse.get("indices"):
         vectors["sparse_embedding"] = SparseVector(
-            np.asarray(sparse.indices, dtype=np.int64), np.asarray(sparse.values, dtype=np.float32)
+            np.array(sparse["indices"], dtype=np.int64),
+            np.array(sparse["values"], dtype=np.float32),
         )
-    metadata = dict(vector.metadata) if vector.metadata is not None else None
-    return Record(id=str(vector.id), vectors=vectors, metadata=metadata, namespace=namespace)
+    return Record(
+        id=str(vector["id"]), vectors=vectors, metadata=vector.get("metadata"), namespace=namespace
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:  # an HTTP date: back off as usual
+        return None
 
 
 def _message(exc: Any) -> str:
