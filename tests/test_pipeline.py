@@ -257,7 +257,7 @@ INF = np.array([1, np.inf, 0, 0], dtype=np.float32)
         ),
         (
             bad_record("a-00015", metadata={"t": "a\x00b"}),
-            "metadata contains a NUL character (\\u0000), which jsonb cannot hold",
+            "metadata contains a NUL character (\\u0000), which jsonb cannot hold (--strip-nul removes them)",
         ),
         (
             bad_record("a-00015", metadata={"x": float("nan")}),

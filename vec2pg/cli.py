@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
@@ -128,8 +129,49 @@ Json = Annotated[
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 
 
+class OnError(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+OnErrorOption = Annotated[
+    OnError,
+    typer.Option(
+        "--on-error",
+        help="A record PostgreSQL cannot take (NaN, wrong dimension, NUL, ...): stop the run "
+        "with a one-line error, or skip it into the --rejects file and go on (exit code 9).",
+    ),
+]
+RejectsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rejects",
+        help="JSONL file for skipped records, whole, with their reasons; reload it with "
+        "'vec2pg jsonl FILE'. Default with --on-error skip: vec2pg-rejects.jsonl.",
+        show_default=False,
+    ),
+]
+StripNul = Annotated[
+    bool,
+    typer.Option(
+        "--strip-nul",
+        help="Remove NUL characters from metadata (which jsonb cannot hold) instead of "
+        "refusing the record; counted as 'altered'.",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Connect to the source and the target, print what would happen, write nothing.",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class _Common:
+    """The options every source command shares, taken from the command's locals()."""
+
     dsn: str | None
     embedded: bool
     schema: str
@@ -140,27 +182,34 @@ class _Common:
     prune: bool
     replace: bool
     restart: bool
+    on_error: OnError
+    rejects: str | None
+    strip_nul: bool
+    dry_run: bool
     quiet: bool
-    json: bool
+    json_output: bool
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> _Common:
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[str] = ()) -> int:
-    """Run one migration; return the exit code (DIFFERS when stale rows remain)."""
-    from vec2pg.pipeline import Options, RetryPolicy, migrate
+    """Run one migration (or its dry run); return the exit code."""
+    from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
     from vec2pg.postgres import PostgresSink, resolve_dsn
     from vec2pg.postgres.sink import SyncOptions
+    from vec2pg.postgres.target import dsn_password
+    from vec2pg.progress import PlainEvents, QuietEvents, RichEvents, plan_text, summary_text
 
     if common.prune and common.replace:
         raise ConfigError(
             "--prune and --replace do not go together: --replace keeps only what the source has"
         )
-    from vec2pg.postgres.target import dsn_password
-    from vec2pg.progress import PlainEvents, QuietEvents, RichEvents, summary_text
-
     dsn = resolve_dsn(common.dsn, embedded=common.embedded)
     _secret(dsn_password(dsn))
     events: RichEvents | PlainEvents
-    if common.quiet or common.json:
+    if common.quiet or common.json_output or common.dry_run:
         events = QuietEvents()
     elif sys.stderr.isatty():
         events = RichEvents()
@@ -171,11 +220,22 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
         retry=RetryPolicy(attempts=common.retries),
         namespaces=tuple(namespaces),
     )
+    rejects = common.rejects
+    if common.on_error is OnError.skip and rejects is None:
+        rejects = "vec2pg-rejects.jsonl"
+    elif common.on_error is OnError.stop and rejects is not None:
+        raise ConfigError("--rejects goes with --on-error skip")
+    sync = SyncOptions(
+        prune=common.prune,
+        replace=common.replace,
+        restart=common.restart,
+        rejects=rejects,
+        strip_nul=common.strip_nul,
+    )
     with ExitStack() as stack:
         stack.callback(events.stop)
         source = make_source()
         stack.callback(source.close)
-        sync = SyncOptions(prune=common.prune, replace=common.replace, restart=common.restart)
         sink = stack.enter_context(
             PostgresSink(
                 dsn,
@@ -185,16 +245,28 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
                 sync=sync,
             )
         )
+        if common.dry_run:
+            report = plan(source, sink, options)
+            typer.echo(json.dumps(report) if common.json_output else plan_text(report))
+            return 0
         summary = migrate(source, sink, options, events)
-    if common.json:
+    if common.json_output:
         typer.echo(json.dumps(summary.as_dict()))
     else:
         typer.echo(summary_text(summary))
         if common.embedded:
             typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
-    if not summary.matches_source:
+    rejected, stale = summary.total("rejected"), summary.total("stale")
+    if rejected:
         print(
-            f"vec2pg: {summary.target} holds {summary.total('stale'):,} rows the source no "
+            f"vec2pg: {rejected:,} records were skipped into {rejects}: "
+            "fix them and load them with 'vec2pg jsonl'",
+            file=sys.stderr,
+        )
+        return int(ExitCode.REJECTED)
+    if stale:
+        print(
+            f"vec2pg: {summary.target} holds {stale:,} rows the source no "
             "longer has: run with --prune to delete them",
             file=sys.stderr,
         )
@@ -252,6 +324,10 @@ def qdrant(
     prune: Prune = False,
     replace: Replace = False,
     restart: Restart = False,
+    on_error: OnErrorOption = OnError.stop,
+    rejects: RejectsOption = None,
+    strip_nul: StripNul = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
@@ -280,10 +356,7 @@ def qdrant(
             collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size
         )
 
-    common = _Common(
-        dsn, embedded, schema, table, concurrency, retries, commit_rows,
-        prune, replace, restart, quiet, json_output,
-    )  # fmt: skip
+    common = _Common.of(locals())
     return _run(make_source, common)
 
 
@@ -330,6 +403,10 @@ def pinecone(
     prune: Prune = False,
     replace: Replace = False,
     restart: Restart = False,
+    on_error: OnErrorOption = OnError.stop,
+    rejects: RejectsOption = None,
+    strip_nul: StripNul = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
@@ -358,11 +435,45 @@ def pinecone(
             index, api_key=api_key, host=host, timeout=timeout, concurrency=concurrency
         )
 
-    common = _Common(
-        dsn, embedded, schema, table, concurrency, retries, commit_rows,
-        prune, replace, restart, quiet, json_output,
-    )  # fmt: skip
+    common = _Common.of(locals())
     return _run(make_source, common, namespaces)
+
+
+@app.command(no_args_is_help=True)
+def jsonl(
+    path: Annotated[
+        str, typer.Argument(help="A rejects file written by --on-error skip.", show_default=False)
+    ],
+    dsn: Dsn = None,
+    embedded: Embedded = False,
+    schema: Schema = "vec2pg",
+    table: Table = None,
+    concurrency: Concurrency = 1,
+    retries: Retries = 6,
+    commit_rows: CommitRows = 10_000,
+    prune: Annotated[bool, typer.Option(hidden=True)] = False,
+    replace: Annotated[bool, typer.Option(hidden=True)] = False,
+    restart: Restart = False,
+    on_error: OnErrorOption = OnError.stop,
+    rejects: RejectsOption = None,
+    strip_nul: StripNul = False,
+    dry_run: DryRun = False,
+    quiet: Quiet = False,
+    json_output: Json = False,
+    debug: Debug = False,
+) -> int:
+    """Load a rejects file (records an earlier run skipped) once their cause is fixed.
+
+    The file's first line names the collection and its vectors, so the records go into
+    the same table (vec2pg."<collection>") and are merged with what it holds.
+    """
+
+    def make_source() -> Any:
+        from vec2pg.sources.jsonl import JsonlSource
+
+        return JsonlSource(path)
+
+    return _run(make_source, _Common.of(locals()))
 
 
 @app.command(no_args_is_help=True)

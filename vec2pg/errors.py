@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     INVALID_RECORD = 6  # a record cannot be stored as it is; the run stopped
     LOCKED = 7  # another vec2pg run holds the lock on this target
     DIFFERS = 8  # the run finished, but the table does not match the source
+    REJECTED = 9  # the run finished, but skipped records (they are in the rejects file)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

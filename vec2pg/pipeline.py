@@ -91,6 +91,8 @@ class NamespaceSummary:
             "updated": c.updated,
             "unchanged": c.unchanged,
             "deleted": c.deleted,
+            "rejected": c.rejected,
+            "altered": c.altered,
             "stale": self.stale,
         }
 
@@ -124,14 +126,24 @@ class Summary:
     @property
     def matches_source(self) -> bool:
         """Whether the table now holds exactly what the source holds."""
-        return self.total("stale") == 0
+        return self.total("stale") == 0 and self.total("rejected") == 0
 
     @property
     def records_per_second(self) -> float:
         return self.read / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        totals = ("read", "written", "inserted", "updated", "unchanged", "deleted", "stale")
+        totals = (
+            "read",
+            "written",
+            "inserted",
+            "updated",
+            "unchanged",
+            "deleted",
+            "rejected",
+            "altered",
+            "stale",
+        )
         return {
             "source": self.source,
             "collection": self.collection,
@@ -237,6 +249,31 @@ def migrate(
     summary.seconds = time.monotonic() - started
     events.finished(summary)
     return summary
+
+
+def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> dict[str, Any]:
+    """What :func:`migrate` would do, without writing anything (``--dry-run``)."""
+    options = options or Options()
+    retrier = _Retrier(options.retry, NoEvents(), options.concurrency)
+    info = retrier.call(source.describe)
+    namespaces = _selected(info, options.namespaces)
+    restricted = [ns.name for ns in namespaces] if options.namespaces else None
+    return {
+        "source": info.kind,
+        "collection": info.collection,
+        "location": info.location,
+        "namespaces": {ns.name: ns.count for ns in namespaces},
+        "vectors": [
+            {
+                "name": f.name,
+                "kind": f.kind.value,
+                "dim": f.dim,
+                "metric": f.metric.value if f.metric else None,
+            }
+            for f in info.fields
+        ],
+        **sink.preview(info, restricted),
+    }
 
 
 def _copy(

@@ -177,3 +177,35 @@ def _changes_of(inserted: int, updated: int, unchanged: int, deleted: int) -> st
     return (
         f"{inserted:,} inserted, {updated:,} updated, {unchanged:,} unchanged, {deleted:,} deleted"
     )
+
+
+def plan_text(report: dict[str, Any]) -> str:
+    """A dry run's report, as a person reads it."""
+    counts = report["namespaces"]
+    total = None if None in counts.values() else sum(counts.values())
+    lines = [
+        "dry run: nothing was written",
+        f"source: {report['source']} {report['collection']!r} at {report['location']}: "
+        f"{'?' if total is None else f'{total:,}'} records",
+    ]
+    for name, count in counts.items():
+        if name:
+            lines.append(f"  namespace {name}: {'?' if count is None else f'{count:,}'} records")
+    for vector in report["vectors"]:
+        dim = f", {vector['dim']} dimensions" if vector["dim"] else ""
+        name = vector["name"] or "(default)"
+        lines.append(f"  vector {name}: {vector['kind']}{dim}, metric {vector['metric']}")
+    rows = "" if report["rows"] is None else f" (holds {report['rows']:,} rows)"
+    lines.append(f"target: {report['target']}{rows}")
+    what = {
+        "load": "load the table (COPY, then the primary key)",
+        "merge": "resync: merge into the table, leaving unchanged rows alone",
+        "replace": "load a new table and swap it in",
+    }[report["mode"]]
+    lines.append(f"  would {what}")
+    if report["resume"]:
+        resume = report["resume"]
+        lines.append(f"  would resume unfinished run #{resume['run']} started {resume['started']}")
+    for statement in report["ddl"]:
+        lines.append(f"  would run: {statement}")
+    return "\n".join(lines)

@@ -90,6 +90,9 @@ class SourceInfo:
     namespaced: bool
     #: True when the namespace counts are exact, so progress can show an honest ETA.
     exact_counts: bool = True
+    #: False when the source holds only some of the collection's records (a rejects file):
+    #: rows it lacks are then not stale, and --prune is refused.
+    complete: bool = True
 
     @property
     def total(self) -> int | None:

@@ -4,7 +4,8 @@ A record that cannot be stored as it is raises :class:`~vec2pg.errors.InvalidRec
 its id, namespace and the reason, *before* any of its batch reaches COPY. Nothing is
 altered, with two exceptions that leave every vector exactly as it was: a sparse vector's
 entries are put in index order, and its explicit zeros (which pgvector's binary format
-refuses) are left out.
+refuses) are left out. Removing NUL characters from metadata is a change, made only when
+asked (``strip_nul``) and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from vec2pg.records import Record, SparseVector, VectorKind
 #: Longer ids cannot be keys: a btree entry must fit in a third of an 8 kB page (2,704
 #: bytes), and no source we read allows more than 512 (Pinecone) or 36 (a Qdrant UUID).
 MAX_ID_BYTES = 2048
+#: jsonb's largest value (a 28-bit offset: 256 MB, less its header).
+MAX_JSONB_BYTES = (1 << 28) - 1024
 #: jsonb cannot hold U+0000: an escape ``\u0000`` not itself escaped by a backslash.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -57,15 +60,21 @@ class SparseBinaryDumper(Dumper):
         return header + obj.indices.astype(">i4").tobytes() + obj.values.astype(">f4").tobytes()
 
 
-RowEncoder = Callable[[Record], Sequence[Any]]
+#: Checks a record and returns its COPY row, and whether it had to be altered to fit.
+RowEncoder = Callable[[Record], tuple[Sequence[Any], bool]]
 
 
-def row_encoder(layout: TableLayout) -> RowEncoder:
-    """Return a function that checks a record and returns its COPY row for ``layout``."""
+def row_encoder(layout: TableLayout, *, strip_nul: bool = False) -> RowEncoder:
+    """Return a function that checks a record and returns its COPY row for ``layout``.
+
+    With ``strip_nul``, NUL characters are removed from metadata strings and keys (the
+    record then counts as altered); otherwise a NUL is a reason to refuse the record.
+    """
     checks = [(column.field.name, _vector_check(column)) for column in layout.vectors]
     known = {column.field.name for column in layout.vectors}
 
-    def encode(record: Record) -> Sequence[Any]:
+    def encode(record: Record) -> tuple[Sequence[Any], bool]:
+        altered = False
         try:
             row: list[Any] = [_check_text(record.id, "id")]
             if layout.namespaced:
@@ -74,15 +83,32 @@ def row_encoder(layout: TableLayout) -> RowEncoder:
             if extra:
                 names = ", ".join(sorted(repr(n) for n in extra))
                 raise ValueError(f"has vectors the source did not describe: {names}")
-            for name, check in checks:
-                value = record.vectors.get(name)
+            vectors = [record.vectors.get(name) for name, _ in checks]
+            if checks and all(value is None for value in vectors):
+                raise ValueError("has no vector at all")
+            for (_, check), value in zip(checks, vectors, strict=True):
                 row.append(None if value is None else check(value))
-            row.append(_metadata(record.metadata))
+            metadata = record.metadata
+            if strip_nul and metadata is not None:
+                cleaned = _without_nul(metadata)
+                altered = cleaned != metadata
+                metadata = cleaned
+            row.append(_metadata(metadata))
         except ValueError as exc:
             raise InvalidRecord(record.id, record.namespace, str(exc)) from None
-        return row
+        return row, altered
 
     return encode
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _check_text(value: str, what: str) -> str:
@@ -106,7 +132,14 @@ def _metadata(metadata: dict[str, Any] | None) -> EncodedJson | None:
     except TypeError as exc:
         raise ValueError(f"metadata is not representable as JSON: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):
-        raise ValueError("metadata contains a NUL character (\\u0000), which jsonb cannot hold")
+        raise ValueError(
+            "metadata contains a NUL character (\\u0000), which jsonb cannot hold "
+            "(--strip-nul removes them)"
+        )
+    if len(text) > MAX_JSONB_BYTES:
+        raise ValueError(
+            f"metadata is {len(text):,} bytes; jsonb holds at most {MAX_JSONB_BYTES:,}"
+        )
     return EncodedJson(text)
 
 

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from vec2pg.errors import LockHeld, TargetError, TargetStateError, TargetUnavailable
+from vec2pg.errors import (
+    ConfigError,
+    InvalidRecord,
+    LockHeld,
+    TargetError,
+    TargetStateError,
+    TargetUnavailable,
+)
 from vec2pg.postgres.encode import (
     EncodedJson,
     JsonbBinaryDumper,
@@ -41,6 +48,7 @@ from vec2pg.postgres.layout import TableLayout, layout_for
 from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
 from vec2pg.postgres.target import mask_dsn
 from vec2pg.records import Batch, Cursor, SourceInfo, SparseVector
+from vec2pg.rejects import RejectsFile
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -67,6 +75,9 @@ class SyncOptions:
     prune: bool = False  # delete rows the source no longer has (after a complete scan)
     replace: bool = False  # load a new table and swap it in
     restart: bool = False  # ignore saved progress
+    #: Write records PostgreSQL cannot take to this JSONL file and go on (None: stop).
+    rejects: str | None = None
+    strip_nul: bool = False  # remove NUL characters from metadata instead of refusing it
 
 
 @dataclass(slots=True)
@@ -78,17 +89,16 @@ class Counts:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    rejected: int = 0  # skipped, written to the rejects file
+    altered: int = 0  # changed to fit (--strip-nul)
 
     @property
     def written(self) -> int:
         return self.inserted + self.updated
 
     def add(self, other: Counts) -> None:
-        self.read += other.read
-        self.inserted += other.inserted
-        self.updated += other.updated
-        self.unchanged += other.unchanged
-        self.deleted += other.deleted
+        for name in ("read", "inserted", "updated", "unchanged", "deleted", "rejected", "altered"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass(slots=True)
@@ -125,6 +135,8 @@ class PostgresSink:
         self._conn: Connection[Any] | None = None
         self._state: State | None = None
         self._namespaces: list[str] | None = None
+        self._rejects: RejectsFile | None = None
+        self._complete = True
 
     @property
     def location(self) -> str:
@@ -165,6 +177,8 @@ class PostgresSink:
         return self._conn
 
     def close(self) -> None:
+        if self._rejects is not None:
+            self._rejects.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -187,6 +201,13 @@ class PostgresSink:
         layout = layout_for(info, self.schema, self.table)
         self.layout = layout
         self._namespaces = namespaces
+        self._complete = info.complete
+        if self.sync.prune and not info.complete:
+            raise ConfigError(
+                f"--prune needs a source that holds the whole collection; {info.location} does not"
+            )
+        if self.sync.rejects is not None and self._rejects is None:
+            self._rejects = RejectsFile(self.sync.rejects, info)
         described = {
             "source": info.kind,
             "collection": info.collection,
@@ -355,6 +376,13 @@ class PostgresSink:
     def _create_table(
         self, layout: TableLayout, info: SourceInfo, table: str, *, key: bool
     ) -> None:
+        for statement in self._table_statements(layout, info, table, key=key):
+            self.conn.execute(statement)
+
+    def _table_statements(
+        self, layout: TableLayout, info: SourceInfo, table: str, *, key: bool
+    ) -> list[sql.Composed]:
+        """CREATE TABLE and the comments that record each vector's metric."""
         target = self._ident(table)
         columns: list[sql.Composable] = [
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
@@ -362,17 +390,70 @@ class PostgresSink:
         ]
         if key:
             columns.append(self._key_clause())
-        self.conn.execute(
-            sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(columns))
-        )
         comment = f"vec2pg: {info.kind} collection {info.collection!r} at {info.location}"
-        self.conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)))
-        for vector in layout.vectors:
-            self.conn.execute(
+        return [
+            sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(columns)),
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)),
+            *(
                 sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
                     target, sql.Identifier(vector.name), sql.Literal(vector.comment(info.kind))
                 )
-            )
+                for vector in layout.vectors
+            ),
+        ]
+
+    def preview(self, info: SourceInfo, namespaces: list[str] | None) -> dict[str, Any]:
+        """What begin() and the run would do, found in a read-only transaction."""
+        layout = self.layout = layout_for(info, self.schema, self.table)
+        with self._translate(f"looking at {layout.display}"):
+            conn = self.conn
+            conn.execute("SET TRANSACTION READ ONLY")
+            ddl: list[sql.Composable] = []
+            if (
+                conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+                is None
+            ):
+                ddl.append(sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"))
+            schema = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [layout.schema]
+            ).fetchone()
+            if schema is None:
+                ddl.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(layout.schema)))
+            exists = schema is not None and self._table_exists(layout.table)
+            state = State(conn, layout.schema, layout.table)
+            unfinished = state.unfinished() if schema is not None else None
+            resume = None
+            if unfinished is not None and not self.sync.restart:
+                resume = {
+                    "run": unfinished.id,
+                    "mode": unfinished.mode,
+                    "started": str(unfinished.started),
+                }
+            if self.sync.replace:
+                mode = "replace"
+            elif not exists:
+                mode = "load"
+            else:
+                self._check_columns(layout)
+                mode = "load" if self._empty(layout.table) else "merge"
+            if resume is not None:
+                mode = str(resume["mode"])
+            elif mode == "replace" or not exists:
+                ddl += self._table_statements(layout, info, self._write_table(mode), key=False)
+            rows = None
+            if exists:
+                counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(layout.qualified))
+                rows = int(counted.fetchone()[0])  # type: ignore[index]
+            conn.rollback()
+        return {
+            "target": layout.display,
+            "table_exists": exists,
+            "rows": rows,
+            "mode": mode,
+            "resume": resume,
+            "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
+            "ddl": [statement.as_string(conn) for statement in ddl],
+        }
 
     def _key_clause(self) -> sql.Composed:
         assert self.layout is not None
@@ -394,7 +475,7 @@ class PostgresSink:
         """Open a loader; its exit commits what was written, or rolls back on an error."""
         assert self.layout is not None and self.plan is not None and self._state is not None
         with self._translate(f"writing to {self.layout.display}"):
-            loader = Loader(self, self.layout, self.plan.mode, self._state)
+            loader = Loader(self, self.layout, self.plan.mode, self._state, self._rejects)
             try:
                 yield loader
             except BaseException:
@@ -474,6 +555,8 @@ class PostgresSink:
     def _stale(self, counts: dict[str, Counts]) -> dict[str, int]:
         """Rows per namespace beyond what the run read (progress rows count every chain)."""
         assert self.layout is not None and self._state is not None
+        if not self._complete:
+            return {}
         layout = self.layout
         namespace = sql.SQL("namespace") if layout.namespaced else sql.Literal("")
         held = dict(
@@ -519,13 +602,21 @@ class PostgresSink:
 class Loader:
     """Writes batches through binary COPY and commits them with their chains' cursors."""
 
-    def __init__(self, sink: PostgresSink, layout: TableLayout, mode: str, state: State) -> None:
+    def __init__(
+        self,
+        sink: PostgresSink,
+        layout: TableLayout,
+        mode: str,
+        state: State,
+        rejects: RejectsFile | None,
+    ) -> None:
         self._sink = sink
         self._conn = sink.conn
         self._layout = layout
         self._mode = mode
         self._state = state
-        self._encode = row_encoder(layout)
+        self._rejects = rejects
+        self._encode = row_encoder(layout, strip_nul=sink.sync.strip_nul)
         self._copy: Any = None
         self._copy_cm: Any = None
         self._pending_rows = 0
@@ -546,8 +637,27 @@ class Loader:
             self._into = sink._ident(sink._write_table(mode))
 
     def write(self, batch: Batch) -> None:
-        """Check and write ``batch``; it is committed with its chain's cursor."""
-        rows = [self._encode(record) for record in batch.records]  # raises before any COPY
+        """Check and write ``batch``; it is committed with its chain's cursor.
+
+        A record PostgreSQL cannot take raises InvalidRecord before any of the batch is
+        written, or with a rejects file goes there instead.
+        """
+        pending = self._pending_counts.setdefault(batch.namespace, Counts())
+        rows = []
+        rejected = altered = 0
+        for record in batch.records:
+            try:
+                row, changed = self._encode(record)
+            except InvalidRecord as exc:
+                if self._rejects is None:
+                    raise
+                self._rejects.add(record, exc.reason)
+                rejected += 1
+                continue
+            rows.append(row)
+            altered += changed
+        pending.rejected += rejected
+        pending.altered += altered
         if rows:
             copy = self._copy or self._open_copy()
             for row in rows:
@@ -555,8 +665,7 @@ class Loader:
         chain = (batch.namespace, batch.partition)
         self._pending_cursors[chain] = DONE if batch.next_cursor is None else batch.next_cursor
         self._chain_records[chain] = self._chain_records.get(chain, 0) + len(rows)
-        pending = self._pending_counts.setdefault(batch.namespace, Counts())
-        pending.read += len(rows)
+        pending.read += len(batch.records)
         if self._mode != "merge":
             pending.inserted += len(rows)
         self._pending_rows += len(rows)
@@ -582,6 +691,8 @@ class Loader:
         if self._mode == "merge" and self._pending_rows:
             self._merge()
         self._state.save_records(self._pending_cursors, self._chain_records)
+        if self._rejects is not None:
+            self._rejects.flush()  # durable before the commit that skips its records
         self._conn.commit()
         for namespace, counts in self._pending_counts.items():
             self.counts.setdefault(namespace, Counts()).add(counts)
@@ -634,7 +745,7 @@ class Loader:
             inserted, updated = changed.get(ns, (0, 0))
             counts.inserted += inserted
             counts.updated += updated
-            counts.unchanged += counts.read - inserted - updated
+            counts.unchanged += counts.read - counts.rejected - inserted - updated
 
     def abort(self) -> None:
         """Drop the open COPY and roll back what was written since the last commit."""
@@ -653,6 +764,8 @@ class Loader:
         self._pending_cursors = {}
         self._pending_counts = {}
         self._chain_records = {}
+        if self._rejects is not None:
+            self._rejects.discard()
 
 
 def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:
@@ -669,6 +782,8 @@ def _counts_dict(counts: Counts) -> dict[str, int]:
         "updated": counts.updated,
         "unchanged": counts.unchanged,
         "deleted": counts.deleted,
+        "rejected": counts.rejected,
+        "altered": counts.altered,
     }
 
 

@@ -1,0 +1,131 @@
+"""The rejects file: records PostgreSQL could not take, whole, with the reason.
+
+A JSON Lines file. The first line describes the source (so that the file can be loaded
+again on its own: ``vec2pg jsonl FILE``); each further line is one record::
+
+    {"vec2pg_rejects": 1, "source": "qdrant", "collection": "docs", "namespaced": false,
+     "fields": [{"name": "", "kind": "dense", "dim": 4, "metric": "cosine"}]}
+    {"namespace": "", "id": "42", "reason": "the vector contains nan; ...",
+     "vectors": {"": [0.1, NaN, 0.3, 0.4]}, "metadata": {"title": "..."}}
+
+Dense vectors are lists, multivectors lists of lists, sparse vectors
+``{"indices": [...], "values": [...]}``. Values JSON cannot spell are written as
+JavaScript spells them (``NaN``, ``Infinity``), which Python's json module reads back.
+Lines are flushed to disk before the transaction that skipped them commits, so a crash
+can repeat a line (the reload merges it once) but never lose one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from vec2pg.records import Metric, Record, SourceInfo, SparseVector, VectorField, VectorKind
+
+FORMAT_VERSION = 1
+
+
+class RejectsFile:
+    """Appends rejected records to ``path``, writing the header when the file is new."""
+
+    def __init__(self, path: str | Path, info: SourceInfo) -> None:
+        self.path = Path(path)
+        self._info = info
+        self._pending: list[str] = []
+        self._file: IO[str] | None = None
+        self.written = 0
+
+    def add(self, record: Record, reason: str) -> None:
+        line = {
+            "namespace": record.namespace,
+            "id": record.id,
+            "reason": reason,
+            "vectors": {name: _plain(value) for name, value in record.vectors.items()},
+            "metadata": record.metadata,
+        }
+        self._pending.append(json.dumps(line, ensure_ascii=False, default=repr))
+
+    def flush(self) -> None:
+        """Write what is pending and make it durable."""
+        if not self._pending:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self._file = self.path.open("a", encoding="utf-8")
+            if new:
+                self._file.write(json.dumps(header(self._info), ensure_ascii=False) + "\n")
+        self._file.write("\n".join(self._pending) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.written += len(self._pending)
+        self._pending = []
+
+    def discard(self) -> None:
+        """Forget what is pending (its transaction rolled back; it will be read again)."""
+        self._pending = []
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def header(info: SourceInfo) -> dict[str, Any]:
+    return {
+        "vec2pg_rejects": FORMAT_VERSION,
+        "source": info.kind,
+        "collection": info.collection,
+        "namespaced": info.namespaced,
+        "fields": [
+            {
+                "name": f.name,
+                "kind": f.kind.value,
+                "dim": f.dim,
+                "metric": f.metric.value if f.metric else None,
+            }
+            for f in info.fields
+        ],
+    }
+
+
+def fields_from(head: dict[str, Any]) -> tuple[VectorField, ...]:
+    return tuple(
+        VectorField(
+            f["name"],
+            VectorKind(f["kind"]),
+            f["dim"],
+            Metric(f["metric"]) if f.get("metric") else None,
+        )
+        for f in head["fields"]
+    )
+
+
+def record_from(line: dict[str, Any], fields: dict[str, VectorField]) -> Record:
+    """A record from one line of a rejects file."""
+    vectors: dict[str, Any] = {}
+    for name, value in (line.get("vectors") or {}).items():
+        field = fields.get(name)
+        sparse = field.kind is VectorKind.SPARSE if field is not None else isinstance(value, dict)
+        if value is None:
+            vectors[name] = None
+        elif sparse:
+            vectors[name] = SparseVector(
+                np.asarray(value["indices"], dtype=np.int64),
+                np.asarray(value["values"], dtype=np.float32),
+            )
+        else:
+            vectors[name] = np.asarray(value, dtype=np.float32)
+    return Record(str(line["id"]), vectors, line.get("metadata"), str(line.get("namespace", "")))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SparseVector):
+        return {"indices": value.indices.tolist(), "values": value.values.tolist()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
