@@ -207,6 +207,7 @@ def migrate(
         summary.namespaces[ns.name] = NamespaceSummary(expected=ns.count)
     counts = {name: ns.counts for name, ns in summary.namespaces.items()}
     total = None if info.total is None else sum(ns.count or 0 for ns in namespaces)
+    shown = False
     for attempt in range(options.reconnects + 1):
         try:
             plan = sink.begin(info, restricted)
@@ -226,8 +227,9 @@ def migrate(
                         )
                     ]
                 )
-            if attempt == 0:
+            if not shown:
                 events.started(info, summary.target, total)
+                shown = True
             _copy(source, sink, plan, options, retrier, events, counts)
             summary.seconds = time.monotonic() - started
             summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
@@ -411,31 +413,32 @@ class _Reader:
         for (namespace, partition), cursor in sorted(self._start.items()):
             self._chains.put(_Chain(namespace, partition, cursor))
         chains = len(self._start)
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="vec2pg-load") as pool:
-            walkers = [
-                threading.Thread(
-                    target=self._walk, args=(pool,), name=f"vec2pg-pages-{i}", daemon=True
-                )
-                for i in range(concurrency)
-            ]
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="vec2pg-load")
+        walkers = [
+            threading.Thread(target=self._walk, args=(pool,), name=f"vec2pg-pages-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for walker in walkers:
+            walker.start()
+        try:
+            while chains:
+                item = self._pages.get()
+                if isinstance(item, BaseException):
+                    raise item
+                chain, loaded, next_cursor = item
+                yield Batch(chain.namespace, loaded.result(), next_cursor, chain.partition)
+                chains -= next_cursor is None
+        finally:
+            self._stop.set()
+            for _ in walkers:
+                self._chains.put(None)
+            self._drain()
+            # On an error or Ctrl-C, do not wait for requests in flight (up to their
+            # timeout): nothing they return would be written. Walkers are daemons.
             for walker in walkers:
-                walker.start()
-            try:
-                while chains:
-                    item = self._pages.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    chain, loaded, next_cursor = item
-                    yield Batch(chain.namespace, loaded.result(), next_cursor, chain.partition)
-                    chains -= next_cursor is None
-            finally:
-                self._stop.set()
-                for _ in walkers:
-                    self._chains.put(None)
-                self._drain()
-                for walker in walkers:
-                    walker.join()
-                self._drain()
+                walker.join(timeout=1.0)
+            self._drain()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _drain(self) -> None:
         while True:  # cancel what was queued but not started

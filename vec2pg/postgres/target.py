@@ -10,11 +10,13 @@ its environment must fail, not write to a private database nobody reads.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 
 from vec2pg.errors import ConfigError, TargetError
+from vec2pg.masking import mask_dsn
+
+__all__ = ["dsn_password", "embedded_dsn", "mask_dsn", "resolve_dsn"]
 
 DSN_VARIABLES = ("POSTGRES_CONNECTION_STRING", "DATABASE_URL")
 #: Where --embedded keeps its data unless this variable names another folder.
@@ -75,21 +77,6 @@ def embedded_dsn(data_dir: Path | None = None) -> str:
         raise TargetError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
     uri: str = server.get_uri()
     return uri
-
-
-_URL_PASSWORD = re.compile(
-    r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@]*:)(?P<password>[^@/?#]*)@", re.I
-)
-# key=value form, or a URL's ?password= parameter (which ends at & or whitespace).
-_KV_PASSWORD = re.compile(
-    r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I
-)
-
-
-def mask_dsn(dsn: str) -> str:
-    """The DSN with its password (URL or key=value form, or ``password=`` parameter) hidden."""
-    masked = _URL_PASSWORD.sub(lambda m: m["head"] + ("***" if m["password"] else "") + "@", dsn)
-    return _KV_PASSWORD.sub(lambda m: m["head"] + "***", masked)
 
 
 def dsn_password(dsn: str) -> str | None:
