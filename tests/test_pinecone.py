@@ -4,6 +4,7 @@ format (tests/pinecone_server.py), seeded through the SDK's own upsert."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -376,3 +377,58 @@ def test_the_original_command_form_works(server, target, capsys, monkeypatch) ->
     assert target.query(f'SELECT count(*) FROM "{target.schema}".docs') == [(12,)]
     assert target.query(f'SELECT count(*) FROM "{target.schema}".again') == [(12,)]
     assert KEY not in capsys.readouterr().out
+
+
+#: docker-compose.test.yml's Pinecone Local (http://localhost:5080), read before the
+#: autouse fixture clears the environment.
+PINECONE_LOCAL = os.environ.get("PINECONE_LOCAL_URL")
+
+
+@pytest.mark.skipif(not PINECONE_LOCAL, reason="PINECONE_LOCAL_URL names no Pinecone Local")
+def test_against_pinecone_local(target, monkeypatch) -> None:
+    """With docker-compose.test.yml up: PINECONE_LOCAL_URL=http://localhost:5080 scripts/test."""
+    from pinecone import ServerlessSpec
+
+    assert PINECONE_LOCAL
+    monkeypatch.setenv("PINECONE_CONTROLLER_HOST", PINECONE_LOCAL)
+    name = f"vec2pg-{target.schema.replace('_', '-')}"
+    with Pinecone(api_key="pclocal", host=PINECONE_LOCAL) as pc:
+        pc.create_index(
+            name,
+            spec=ServerlessSpec(cloud="aws", region="us-east-1"),
+            dimension=8,
+            metric="dotproduct",
+        )
+        try:
+            with pc.Index(host=pc.describe_index(name).host) as idx:
+                records = dense_records(450, 8, sparse=True)
+                for namespace in ("", "a"):
+                    for start in range(0, len(records), 100):
+                        idx.upsert(vectors=records[start : start + 100], namespace=namespace)
+                assert (
+                    main(
+                        [
+                            "pinecone",
+                            name,
+                            "--api-key",
+                            "pclocal",
+                            "--dsn",
+                            target.dsn,
+                            "--schema",
+                            target.schema,
+                            "--table",
+                            "local",
+                            "--quiet",
+                        ]
+                    )
+                    == 0
+                )
+                rows = target.rows("local")
+                assert len(rows) == 900
+                fetched = idx.fetch(ids=[r["id"] for r in records[:50]], namespace="a").vectors
+                for rid, vector in fetched.items():
+                    np.testing.assert_array_equal(
+                        rows[("a", rid)]["embedding"], np.asarray(vector.values, dtype=np.float32)
+                    )
+        finally:
+            pc.delete_index(name)
