@@ -168,6 +168,22 @@ DryRun = Annotated[
 ]
 
 
+VerifyFlag = Annotated[
+    bool,
+    typer.Option(
+        "--verify",
+        help="After the run, compare source and table (counts, every id, a sample of records "
+        "field by field); exit 8 if they differ.",
+    ),
+]
+Sample = Annotated[
+    int,
+    typer.Option(
+        "--sample", min=0, help="Records per namespace compared field by field by verify."
+    ),
+]
+
+
 @dataclass(frozen=True)
 class _Common:
     """The options every source command shares, taken from the command's locals()."""
@@ -186,6 +202,8 @@ class _Common:
     rejects: str | None
     strip_nul: bool
     dry_run: bool
+    verify: bool
+    sample: int
     quiet: bool
     json_output: bool
 
@@ -194,8 +212,14 @@ class _Common:
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
-def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[str] = ()) -> int:
-    """Run one migration (or its dry run); return the exit code."""
+def _run(
+    make_source: Callable[[], Any],
+    common: _Common,
+    namespaces: Sequence[str] = (),
+    *,
+    verify_only: bool = False,
+) -> int:
+    """Run one migration (or its dry run, or only its verification); return the exit code."""
     from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
     from vec2pg.postgres import PostgresSink, resolve_dsn
     from vec2pg.postgres.sink import SyncOptions
@@ -236,6 +260,10 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
         stack.callback(events.stop)
         source = make_source()
         stack.callback(source.close)
+        if verify_only:
+            report = _verify(source, dsn, common, options)
+            typer.echo(json.dumps(report.as_dict()) if common.json_output else report.text())
+            return int(report.exit_code)
         sink = stack.enter_context(
             PostgresSink(
                 dsn,
@@ -250,10 +278,16 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
             typer.echo(json.dumps(report) if common.json_output else plan_text(report))
             return 0
         summary = migrate(source, sink, options, events)
+        checked = _verify(source, dsn, common, options) if common.verify else None
+    result = summary.as_dict()
+    if checked is not None:
+        result["verify"] = checked.as_dict()
     if common.json_output:
-        typer.echo(json.dumps(summary.as_dict()))
+        typer.echo(json.dumps(result))
     else:
         typer.echo(summary_text(summary))
+        if checked is not None:
+            typer.echo(checked.text())
         if common.embedded:
             typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
     rejected, stale = summary.total("rejected"), summary.total("stale")
@@ -271,11 +305,31 @@ def _run(make_source: Callable[[], Any], common: _Common, namespaces: Sequence[s
             file=sys.stderr,
         )
         return int(ExitCode.DIFFERS)
+    if checked is not None and not checked.ok:
+        return int(checked.exit_code)
     return 0
+
+
+def _verify(source: Any, dsn: str, common: _Common, options: Any) -> Any:
+    """Compare the source with its table (vec2pg.verify)."""
+    from vec2pg.verify import verify
+
+    return verify(
+        source,
+        dsn,
+        schema=common.schema,
+        table=common.table,
+        namespaces=options.namespaces,
+        sample=common.sample,
+        concurrency=common.concurrency,
+        retry=options.retry,
+        strip_nul=common.strip_nul,
+    )
 
 
 @app.command(no_args_is_help=True)
 def qdrant(
+    ctx: typer.Context,
     collection: Annotated[
         str, typer.Argument(help="The Qdrant collection to copy.", show_default=False)
     ],
@@ -328,6 +382,8 @@ def qdrant(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    verify: VerifyFlag = False,
+    sample: Sample = 100,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
@@ -357,11 +413,12 @@ def qdrant(
         )
 
     common = _Common.of(locals())
-    return _run(make_source, common)
+    return _run(make_source, common, verify_only=_verifying(ctx))
 
 
 @app.command(no_args_is_help=True)
 def pinecone(
+    ctx: typer.Context,
     index: Annotated[str, typer.Argument(help="The Pinecone index to copy.", show_default=False)],
     legacy: Annotated[
         list[str] | None,
@@ -407,6 +464,8 @@ def pinecone(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    verify: VerifyFlag = False,
+    sample: Sample = 100,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
@@ -436,7 +495,7 @@ def pinecone(
         )
 
     common = _Common.of(locals())
-    return _run(make_source, common, namespaces)
+    return _run(make_source, common, namespaces, verify_only=_verifying(ctx))
 
 
 @app.command(no_args_is_help=True)
@@ -458,6 +517,8 @@ def jsonl(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    verify: Annotated[bool, typer.Option(hidden=True)] = False,
+    sample: Annotated[int, typer.Option(hidden=True)] = 0,
     quiet: Quiet = False,
     json_output: Json = False,
     debug: Debug = False,
@@ -532,6 +593,33 @@ def _status_text(report: dict[str, Any]) -> str:
         if unfinished["error"]:
             lines.append(f"  it stopped with: {unfinished['error']}")
     return "\n".join(lines)
+
+
+verify_app = typer.Typer(
+    name="verify",
+    help="Compare a source with its table: counts per namespace, every id on both sides, and "
+    "a sample of records field by field. Exit 0 when they match, 8 when they differ.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(verify_app)
+# The source commands themselves, so that verify takes exactly the options a migration
+# took; run under "verify" they only compare (the options that shape writing are unused).
+verify_app.command(
+    "qdrant",
+    no_args_is_help=True,
+    help="Compare a Qdrant collection with its table (same options as 'vec2pg qdrant').",
+)(qdrant)
+verify_app.command(
+    "pinecone",
+    no_args_is_help=True,
+    help="Compare a Pinecone index with its table (same options as 'vec2pg pinecone').",
+)(pinecone)
+
+
+def _verifying(ctx: typer.Context) -> bool:
+    """Whether the command runs as 'vec2pg verify <source>'."""
+    return ctx.parent is not None and ctx.parent.info_name == "verify"
 
 
 def _default_namespace(name: str) -> str:

@@ -13,11 +13,15 @@ Reading is split so that the pipeline can keep several requests in flight:
   whole read where it does not (a Qdrant scroll). Different chains run concurrently.
 * :meth:`Page.load` turns the page into records. The pipeline calls it from a thread pool,
   several at once, and hands the results to the sink in page order within each chain.
+
+``vec2pg verify`` needs two more things of a source (:class:`VerifiableSource`): every id
+of a chain without the records (:meth:`~VerifiableSource.page_ids`), and a few chosen
+records by id (:meth:`~VerifiableSource.fetch`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +29,10 @@ from vec2pg.records import Cursor, Record, SourceInfo
 
 #: The partition that covers a whole namespace by itself.
 WHOLE = ""
+#: The most ids :meth:`VerifiableSource.fetch` is asked for at once: a Pinecone list page.
+#: Pinecone's fetch names its ids in the URL, and 100 ids of up to 512 bytes stay well
+#: below the 64 kB or so that HTTP servers and proxies accept in a request line.
+FETCH_MAX_IDS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,9 @@ class Page:
     load: Callable[[], list[Record]]
     next_cursor: Cursor
     size: int  # how many records the page holds (known before load)
+    #: The ids of the page's records, when the source knows them before ``load`` (a
+    #: Pinecone list page, a page from :meth:`VerifiableSource.page_ids`); else ``None``.
+    ids: list[str] | None = None
 
 
 class Source(Protocol):
@@ -54,4 +65,24 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+class VerifiableSource(Source, Protocol):
+    """A source that a table can be verified against (``vec2pg verify``).
+
+    Verification lists every id of the source, which must cost far less than reading the
+    records, and then compares a sample of records field by field.
+    """
+
+    def page_ids(self, namespace: str, partition: str, cursor: Cursor) -> Page:
+        """Like :meth:`Source.page`, for a caller that needs only the ids: the page's
+        ``ids`` are set, and reading it should skip the vectors and metadata where the
+        source allows. Chains and cursors are those of :meth:`Source.page`, though pages
+        may be larger."""
+        ...
+
+    def fetch(self, namespace: str, ids: Sequence[str]) -> list[Record]:
+        """The records of ``namespace`` with these ids (at most :data:`FETCH_MAX_IDS`), as
+        :meth:`Page.load` returns them, in any order; ids the source lacks are left out."""
         ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,7 +218,9 @@ class PineconeSource:
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
         if partition.startswith(_EXACT):
             ids = [partition[len(_EXACT) :]]
-            return Page(load=partial(self._fetch, namespace, ids), next_cursor=None, size=1)
+            return Page(
+                load=partial(self._fetch, namespace, ids), next_cursor=None, size=1, ids=ids
+            )
         prefix = partition[len(_PREFIX) :] if partition != WHOLE else ""
         response = self._list(namespace, prefix, None if cursor is None else str(cursor))
         ids = _ids(response)
@@ -226,7 +228,16 @@ class PineconeSource:
             load=partial(self._fetch, namespace, ids),
             next_cursor=_next_token(response),
             size=len(ids),
+            ids=ids,
         )
+
+    def page_ids(self, namespace: str, partition: str, cursor: Cursor) -> Page:
+        """A page of ids: :meth:`page` already lists them without fetching any record."""
+        return self.page(namespace, partition, cursor)
+
+    def fetch(self, namespace: str, ids: Sequence[str]) -> list[Record]:
+        """The records of ``namespace`` with these ids (at most 100: one GET)."""
+        return self._fetch(namespace, list(ids))
 
     def _list(self, namespace: str, prefix: str, token: str | None) -> Any:
         with self._translate(f"listing ids of namespace {namespace!r}", listing=True):

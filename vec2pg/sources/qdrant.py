@@ -27,6 +27,7 @@ from vec2pg.errors import (
     SourceNotFound,
     SourceUnavailable,
 )
+from vec2pg.masking import mask_dsn
 from vec2pg.records import (
     Cursor,
     Metric,
@@ -41,7 +42,7 @@ from vec2pg.records import (
 from vec2pg.sources.base import WHOLE, Page
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from qdrant_client import QdrantClient
     from qdrant_client.http import models
@@ -58,6 +59,9 @@ _METRICS = {
 #: Points per scroll request. 256 points of 1024-dim float32 are about 2.5 MB of JSON:
 #: large enough to amortise the round trip, small enough to keep memory flat.
 DEFAULT_PAGE_SIZE = 256
+#: Points per scroll request when only ids are read (verification): an id is a few dozen
+#: bytes of JSON, so 4,096 of them are ~150 kB, and a million points take 245 requests.
+DEFAULT_IDS_PAGE_SIZE = 4096
 
 
 class QdrantSource:
@@ -72,6 +76,7 @@ class QdrantSource:
         path: str | None = None,
         timeout: float = 30.0,
         page_size: int = DEFAULT_PAGE_SIZE,
+        ids_page_size: int = DEFAULT_IDS_PAGE_SIZE,
     ) -> None:
         if (url is None) == (path is None):
             raise ConfigError(
@@ -82,7 +87,9 @@ class QdrantSource:
             raise ConfigError(f"--page-size must be at least 1, not {page_size}")
         self.collection = collection
         self.page_size = page_size
-        self.location = url if url is not None else os.path.abspath(path or "")
+        self.ids_page_size = max(1, ids_page_size)
+        # A URL may carry credentials (http://user:password@host): never print them.
+        self.location = mask_dsn(url) if url is not None else os.path.abspath(path or "")
         self._client = self._connect(url, api_key, path, timeout)
 
     def _connect(
@@ -155,10 +162,40 @@ class QdrantSource:
             with_payload=True,
             with_vectors=True,
         )
-        next_cursor: Cursor = None
-        if next_offset is not None:
-            next_cursor = next_offset if isinstance(next_offset, int) else str(next_offset)
-        return Page(load=partial(_records, points), next_cursor=next_cursor, size=len(points))
+        return Page(
+            load=partial(_records, points), next_cursor=_next_cursor(next_offset), size=len(points)
+        )
+
+    def page_ids(self, namespace: str, partition: str, cursor: Cursor) -> Page:
+        """A page of point ids only: the scroll skips vectors and payloads."""
+        points, next_offset = self._call(
+            self._client.scroll,
+            self.collection,
+            limit=self.ids_page_size,
+            offset=cursor,
+            with_payload=False,
+            with_vectors=False,
+        )
+        ids = [_point_id(p.id) for p in points]
+        return Page(
+            load=partial(self.fetch, namespace, ids),
+            next_cursor=_next_cursor(next_offset),
+            size=len(ids),
+            ids=ids,
+        )
+
+    def fetch(self, namespace: str, ids: Sequence[str]) -> list[Record]:
+        """The points with these ids (vec2pg's text form), vectors and payload included."""
+        if not ids:
+            return []
+        points = self._call(
+            self._client.retrieve,
+            self.collection,
+            [_qdrant_id(i) for i in ids],
+            with_payload=True,
+            with_vectors=True,
+        )
+        return _records(points)
 
     def close(self) -> None:
         self._client.close()
@@ -218,6 +255,19 @@ def _point_id(point_id: int | str | uuid.UUID) -> str:
     if isinstance(point_id, int):
         return str(point_id)
     return str(point_id if isinstance(point_id, uuid.UUID) else uuid.UUID(point_id))
+
+
+def _qdrant_id(text: str) -> int | str:
+    """The id Qdrant knows from its text form: ``'42'`` is the integer 42, else a UUID."""
+    # Only an integer id's text is all ASCII digits: a UUID's always holds hyphens.
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def _next_cursor(next_offset: Any) -> Cursor:
+    """The scroll's ``next_page_offset`` as a cursor (a JSON-storable int or str)."""
+    if next_offset is None:
+        return None
+    return next_offset if isinstance(next_offset, int) else str(next_offset)
 
 
 def _vectors(vector: Any) -> dict[str, Vector | None]:
