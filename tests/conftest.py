@@ -89,7 +89,7 @@ def parse_value(type_name: str, value: Any) -> Any:
     """Vectors come back as text (pgvector prints float4 exactly): parse them to numpy."""
     if value is None:
         return None
-    if type_name.startswith("vector(") and type_name.endswith("[]"):
+    if type_name.startswith(("vector(", "halfvec(")) and type_name.endswith("[]"):
         return [parse_dense(v) for v in re.findall(r"\[[^\]]*\]", value)]
     if type_name.startswith(("vector(", "halfvec(")):
         return parse_dense(value)

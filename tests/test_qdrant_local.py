@@ -52,7 +52,14 @@ def test_named_sparse_and_multivectors_with_5000_mixed_ids(storage, target, caps
     assert columns["metadata"][0] == "jsonb"
     assert columns["text"] == (
         "vector(12)",
-        {"source": "qdrant", "vector": "text", "kind": "dense", "dim": 12, "metric": "cosine"},
+        {
+            "source": "qdrant",
+            "vector": "text",
+            "kind": "dense",
+            "dim": 12,
+            "metric": "cosine",
+            "storage": "vector",
+        },
     )
     assert columns["image"][0] == "vector(5)" and columns["image"][1]["metric"] == "euclidean"
     assert columns["manhattan"][1]["metric"] == "manhattan"

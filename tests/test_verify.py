@@ -537,12 +537,29 @@ def test_verify_from_the_command_line_and_after_a_migration(tmp_path, target, ca
     result = json.loads(capsys.readouterr().out)
     assert (result["written"], result["verify"]["ok"]) == (200, True)
 
-    verify = ["verify", "qdrant", "docs", "--path", str(storage), "--dsn", target.dsn, "--schema", target.schema]
+    verify = [
+        "verify",
+        "qdrant",
+        "docs",
+        "--path",
+        str(storage),
+        "--dsn",
+        target.dsn,
+        "--schema",
+        target.schema,
+    ]
     assert main(verify) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("OK: the table matches the source")
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .splitlines()[-1]
+        .startswith("OK: the table matches the source")
+    )
 
     with target.connect() as conn:
-        conn.execute(f'DELETE FROM "{target.schema}".docs WHERE id = (SELECT min(id) FROM "{target.schema}".docs)')
+        conn.execute(
+            f'DELETE FROM "{target.schema}".docs WHERE id = (SELECT min(id) FROM "{target.schema}".docs)'
+        )
     assert main(verify) == ExitCode.DIFFERS
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("DIFFERS")
     assert main([*verify, "--json"]) == ExitCode.DIFFERS

@@ -168,6 +168,29 @@ DryRun = Annotated[
 ]
 
 
+class IndexChoice(str, Enum):
+    hnsw = "hnsw"
+    ivfflat = "ivfflat"
+
+
+IndexOption = Annotated[
+    IndexChoice | None,
+    typer.Option(
+        "--index",
+        help="After the load, build this pgvector index on every vector column, with the "
+        "operator class of the source's metric, then ANALYZE.",
+        show_default=False,
+    ),
+]
+Halfvec = Annotated[
+    bool,
+    typer.Option(
+        "--halfvec",
+        help="Store dense vectors and multivectors as halfvec (16-bit floats) instead of "
+        "vector: half the space, and indexable up to 4,000 dimensions instead of 2,000. "
+        "Values keep about 3 significant digits; a value beyond +-65,504 stops the run.",
+    ),
+]
 VerifyFlag = Annotated[
     bool,
     typer.Option(
@@ -202,6 +225,8 @@ class _Common:
     rejects: str | None
     strip_nul: bool
     dry_run: bool
+    index_method: IndexChoice | None
+    halfvec: bool
     verify: bool
     sample: int
     quiet: bool
@@ -271,6 +296,8 @@ def _run(
                 table=common.table,
                 commit_rows=common.commit_rows,
                 sync=sync,
+                halfvec=common.halfvec,
+                index=common.index_method.value if common.index_method else None,
             )
         )
         if common.dry_run:
@@ -382,6 +409,8 @@ def qdrant(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    index_method: IndexOption = None,
+    halfvec: Halfvec = False,
     verify: VerifyFlag = False,
     sample: Sample = 100,
     quiet: Quiet = False,
@@ -464,6 +493,8 @@ def pinecone(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    index_method: IndexOption = None,
+    halfvec: Halfvec = False,
     verify: VerifyFlag = False,
     sample: Sample = 100,
     quiet: Quiet = False,
@@ -517,6 +548,8 @@ def jsonl(
     rejects: RejectsOption = None,
     strip_nul: StripNul = False,
     dry_run: DryRun = False,
+    index_method: IndexOption = None,
+    halfvec: Halfvec = False,
     verify: Annotated[bool, typer.Option(hidden=True)] = False,
     sample: Annotated[int, typer.Option(hidden=True)] = 0,
     quiet: Quiet = False,

@@ -108,6 +108,7 @@ class Summary:
     retries: int = 0
     rate_limited: int = 0
     reconnects: int = 0
+    indexes: list[str] = field(default_factory=list)
     namespaces: dict[str, NamespaceSummary] = field(default_factory=dict)
 
     def total(self, name: str) -> int:
@@ -156,6 +157,7 @@ class Summary:
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "reconnects": self.reconnects,
+            "indexes": self.indexes,
             "matches_source": self.matches_source,
             "namespaces": {name: ns.as_dict() for name, ns in self.namespaces.items()},
         }
@@ -167,6 +169,8 @@ class Events(Protocol):
     def started(self, info: SourceInfo, target: str, total: int | None) -> None: ...
     def advanced(self, namespace: str, records: int) -> None: ...
     def retrying(self, message: str, attempt: int, wait: float) -> None: ...
+    def indexing(self, phase: str, done: int, total: int) -> None: ...
+    def note(self, message: str) -> None: ...
     def finished(self, summary: Summary) -> None: ...
 
 
@@ -178,6 +182,12 @@ class NoEvents:
         pass
 
     def retrying(self, message: str, attempt: int, wait: float) -> None:
+        pass
+
+    def indexing(self, phase: str, done: int, total: int) -> None:
+        pass
+
+    def note(self, message: str) -> None:
         pass
 
     def finished(self, summary: Summary) -> None:
@@ -248,6 +258,9 @@ def migrate(
             raise
     for name, rows in stale.items():
         summary.namespaces.setdefault(name, NamespaceSummary()).stale = rows
+    if sink.index is not None:
+        # Load first, index after (pgvector's advice): a whole table, one build.
+        summary.indexes = sink.build_indexes(events.indexing, events.note)
     summary.seconds = time.monotonic() - started
     events.finished(summary)
     return summary

@@ -41,6 +41,7 @@ class RichEvents:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._index_task: TaskID | None = None
 
     def started(self, info: SourceInfo, target: str, total: int | None) -> None:
         self.console.print(_source_line(info, target, total))
@@ -75,6 +76,18 @@ class RichEvents:
     def retrying(self, message: str, attempt: int, wait: float) -> None:
         self.console.print(f"[yellow]retrying in {wait:.1f}s (attempt {attempt} failed): {message}")
 
+    def indexing(self, phase: str, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if self._index_task is None:
+            self._index_task = self._progress.add_task("index", total=total or None, rate="-")
+        self._progress.update(
+            self._index_task, description=phase, completed=done, total=total or None
+        )
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
     def finished(self, summary: Summary) -> None:
         self.stop()
 
@@ -92,6 +105,8 @@ class PlainEvents:
         self.interval = interval
         self._done = 0
         self._total: int | None = None
+        self._started = self._last = time.monotonic()
+        self._phase: str | None = None
 
     def _log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -114,6 +129,15 @@ class PlainEvents:
     def retrying(self, message: str, attempt: int, wait: float) -> None:
         self._log(f"retrying in {wait:.1f}s (attempt {attempt} failed): {message}")
 
+    def indexing(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if phase != self._phase or now - self._last >= self.interval:
+            self._phase, self._last = phase, now
+            self._log(f"index: {phase}" + (f" {done:,}/{total:,}" if total else ""))
+
+    def note(self, message: str) -> None:
+        self._log(message)
+
     def finished(self, summary: Summary) -> None:
         pass
 
@@ -122,12 +146,15 @@ class PlainEvents:
 
 
 class QuietEvents(PlainEvents):
-    """Nothing but retries (so that a slow run is explained) on stderr."""
+    """Nothing but retries and notes (so that a slow run is explained) on stderr."""
 
     def started(self, info: SourceInfo, target: str, total: int | None) -> None:
         pass
 
     def advanced(self, namespace: str, records: int) -> None:
+        pass
+
+    def indexing(self, phase: str, done: int, total: int) -> None:
         pass
 
 
@@ -162,6 +189,8 @@ def summary_text(summary: Summary) -> str:
             )
     if summary.retries:
         lines.append(f"  {summary.retries} transient failures were retried")
+    for name in summary.indexes:
+        lines.append(f"  built index {name} (then ANALYZE)")
     if summary.reconnects:
         lines.append(
             f"  the connection to PostgreSQL was re-established {summary.reconnects} times"

@@ -17,11 +17,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from pgvector import HalfVector
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from vec2pg.errors import InvalidRecord
-from vec2pg.postgres.layout import MAX_SPARSE_NNZ, SPARSE_DIM, TableLayout, VectorColumn
+from vec2pg.postgres.layout import (
+    HALFVEC_OVERFLOW,
+    MAX_HALFVEC_VALUE,
+    MAX_SPARSE_NNZ,
+    SPARSE_DIM,
+    TableLayout,
+    VectorColumn,
+)
 from vec2pg.records import Record, SparseVector, VectorKind
 
 #: Longer ids cannot be keys: a btree entry must fit in a third of an 8 kB page (2,704
@@ -147,19 +155,25 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
     field = column.field
     label = f"vector {field.name!r}" if field.name else "the vector"
 
-    def dense(value: np.ndarray) -> np.ndarray:
+    def dense(value: np.ndarray) -> Any:
         if value.ndim != 1 or value.shape[0] != field.dim:
             raise ValueError(f"{label} has {_shape(value)} values; the index has {field.dim}")
         _check_finite(value, label)
+        if column.halfvec:
+            _check_half(value, label)
+            return HalfVector(value)
         return value
 
-    def multi(value: np.ndarray) -> list[np.ndarray]:
+    def multi(value: np.ndarray) -> list[Any]:
         if value.ndim != 2 or value.shape[1] != field.dim:
             raise ValueError(
                 f"{label} is a multivector of shape {value.shape}; "
                 f"each must have {field.dim} values"
             )
         _check_finite(value, label)
+        if column.halfvec:
+            _check_half(value, label)
+            return [HalfVector(v) for v in value]
         return list(value)
 
     def sparse(value: SparseVector) -> SparseVector:
@@ -213,6 +227,17 @@ def _check_finite(values: np.ndarray, label: str) -> None:
     if not np.isfinite(values).all():
         bad = values[~np.isfinite(values)].flat[0]
         raise ValueError(f"{label} contains {bad}; PostgreSQL vectors hold only finite numbers")
+
+
+def _check_half(values: np.ndarray, label: str) -> None:
+    # Checked before converting: beyond it float16 is infinity, which halfvec refuses for
+    # the whole COPY without naming the record.
+    if values.size and np.abs(values).max() >= HALFVEC_OVERFLOW:
+        bad = values.flat[int(np.abs(values).argmax())]
+        raise ValueError(
+            f"{label} contains {bad}, beyond halfvec's range (+-{MAX_HALFVEC_VALUE:,.0f}): "
+            "store it without --halfvec"
+        )
 
 
 def _shape(value: np.ndarray) -> str:

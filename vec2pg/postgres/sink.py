@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ from vec2pg.postgres.encode import (
     SparseBinaryDumper,
     row_encoder,
 )
+from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
 from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
 from vec2pg.postgres.target import mask_dsn
@@ -124,8 +125,12 @@ class PostgresSink:
         table: str | None = None,
         commit_rows: int = DEFAULT_COMMIT_ROWS,
         sync: SyncOptions | None = None,
+        halfvec: bool = False,
+        index: IndexMethod | None = None,
     ) -> None:
         self.dsn = dsn
+        self.halfvec = halfvec
+        self.index = index
         self.schema = schema
         self.table = table
         self.commit_rows = commit_rows
@@ -198,7 +203,9 @@ class PostgresSink:
         ``namespaces`` is the run's restriction (None: every namespace); it bounds --prune.
         Called again after a lost connection, it resumes the same run.
         """
-        layout = layout_for(info, self.schema, self.table)
+        layout = layout_for(info, self.schema, self.table, halfvec=self.halfvec)
+        if self.index is not None:
+            check_indexable(layout, self.index)  # before hours of loading, not after
         self.layout = layout
         self._namespaces = namespaces
         self._complete = info.complete
@@ -404,7 +411,9 @@ class PostgresSink:
 
     def preview(self, info: SourceInfo, namespaces: list[str] | None) -> dict[str, Any]:
         """What begin() and the run would do, found in a read-only transaction."""
-        layout = self.layout = layout_for(info, self.schema, self.table)
+        layout = self.layout = layout_for(info, self.schema, self.table, halfvec=self.halfvec)
+        if self.index is not None:
+            check_indexable(layout, self.index)
         with self._translate(f"looking at {layout.display}"):
             conn = self.conn
             conn.execute("SET TRANSACTION READ ONLY")
@@ -531,6 +540,23 @@ class PostgresSink:
                 self._ident(table), sql.Identifier(row[0]), sql.Identifier(name)
             )
         )
+
+    def build_indexes(
+        self,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Build the indexes asked for (``index``) after the run, then ANALYZE."""
+        assert self.layout is not None and self.index is not None
+        with self._translate(f"indexing {self.layout.display}"):
+            return build_index(
+                self.conn,
+                self.layout,
+                self.index,
+                dsn=self.dsn,
+                on_progress=on_progress,
+                on_note=on_note,
+            )
 
     def _prune(self) -> dict[str, int]:
         assert self.layout is not None and self._state is not None
