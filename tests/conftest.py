@@ -125,3 +125,21 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("VEC2PG_RETRY_INITIAL_SECONDS", "0.01")
+
+
+#: The API key of the Pinecone wire-format test server.
+PINECONE_KEY = "pc-test-key-789"
+
+
+@pytest.fixture
+def pinecone_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """tests/pinecone_server.py, with the control plane found through the environment."""
+    import pinecone._internal.http_client as sdk_http
+    from pinecone_server import PineconeServer, reset_sdk_retry_budget
+
+    # The SDK retries 429/5xx itself, sleeping up to a minute; not in tests.
+    monkeypatch.setattr(sdk_http, "_retry_sleep", lambda _delay: None)
+    reset_sdk_retry_budget()
+    with PineconeServer(api_key=PINECONE_KEY) as server:
+        monkeypatch.setenv("PINECONE_CONTROLLER_HOST", server.url)
+        yield server

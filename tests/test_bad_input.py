@@ -199,55 +199,50 @@ def test_rejects_without_skip_is_a_usage_error(storage, target, capsys, tmp_path
 
 
 def test_pinecone_records_beyond_pgvector_are_skipped_and_reloaded(
-    target, capsys, tmp_path, monkeypatch
+    pinecone_server, target, capsys, tmp_path
 ) -> None:
-    import pinecone._internal.http_client as sdk_http
-    from pinecone_server import PineconeServer, reset_sdk_retry_budget
     from test_pinecone import KEY, dense_records, expected_rows, upsert
 
-    monkeypatch.setattr(sdk_http, "_retry_sleep", lambda _delay: None)
-    reset_sdk_retry_budget()
     rejects = tmp_path / "rejects.jsonl"
-    with PineconeServer(api_key=KEY) as server:
-        monkeypatch.setenv("PINECONE_CONTROLLER_HOST", server.url)
-        server.create_index("hybrid", dimension=4, metric="dotproduct")
-        records = dense_records(30, 4, sparse=True)
-        records[3]["sparse_values"] = {"indices": [5, 4_000_000_000], "values": [1.0, 2.0]}
-        records[4]["metadata"] = {"t": "nul\x00here"}
-        upsert(server, "hybrid", "ns", records)
+    server = pinecone_server
+    server.create_index("hybrid", dimension=4, metric="dotproduct")
+    records = dense_records(30, 4, sparse=True)
+    records[3]["sparse_values"] = {"indices": [5, 4_000_000_000], "values": [1.0, 2.0]}
+    records[4]["metadata"] = {"t": "nul\x00here"}
+    upsert(server, "hybrid", "ns", records)
 
-        code = target.cli(
-            "pinecone",
-            "hybrid",
-            "--api-key",
-            KEY,
-            "--on-error",
-            "skip",
-            "--rejects",
-            str(rejects),
-            "--json",
-        )
+    code = target.cli(
+        "pinecone",
+        "hybrid",
+        "--api-key",
+        KEY,
+        "--on-error",
+        "skip",
+        "--rejects",
+        str(rejects),
+        "--json",
+    )
 
-        assert code == ExitCode.REJECTED
-        assert json.loads(capsys.readouterr().out)["rejected"] == 2
-        head, *lines = [json.loads(line) for line in rejects.read_text().splitlines()]
-        assert sorted((x["namespace"], x["id"]) for x in lines) == [
-            ("ns", "doc-00003"),
-            ("ns", "doc-00004"),
-        ]
-        for line in lines:
-            if line["id"] == "doc-00003":
-                line["vectors"]["sparse_embedding"]["indices"] = [5, 6]
-            else:
-                line["metadata"]["t"] = "nul here"
-        rejects.write_text("\n".join(json.dumps(x) for x in [head, *lines]) + "\n")
+    assert code == ExitCode.REJECTED
+    assert json.loads(capsys.readouterr().out)["rejected"] == 2
+    head, *lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted((x["namespace"], x["id"]) for x in lines) == [
+        ("ns", "doc-00003"),
+        ("ns", "doc-00004"),
+    ]
+    for line in lines:
+        if line["id"] == "doc-00003":
+            line["vectors"]["sparse_embedding"]["indices"] = [5, 6]
+        else:
+            line["metadata"]["t"] = "nul here"
+    rejects.write_text("\n".join(json.dumps(x) for x in [head, *lines]) + "\n")
 
-        assert (
-            main(["jsonl", str(rejects), "--dsn", target.dsn, "--schema", target.schema, "--quiet"])
-            == 0
-        )
+    assert (
+        main(["jsonl", str(rejects), "--dsn", target.dsn, "--schema", target.schema, "--quiet"])
+        == 0
+    )
 
-        expected = expected_rows(server, "hybrid")
+    expected = expected_rows(server, "hybrid")
     table = target.rows("hybrid")
     assert table.keys() == expected.keys()
     assert table[("ns", "doc-00004")]["metadata"]["t"] == "nul here"

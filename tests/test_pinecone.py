@@ -6,31 +6,24 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import PINECONE_KEY
 from pinecone import Pinecone
-from pinecone_server import PineconeServer, reset_sdk_retry_budget
+from pinecone_server import PineconeServer
 from qdrant_data import assert_equal_value
 
 from vec2pg.cli import main
 from vec2pg.errors import ExitCode
 
-KEY = "pc-test-key-789"
+KEY = PINECONE_KEY
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[PineconeServer]:
-    import pinecone._internal.http_client as sdk_http
-
-    # The SDK retries 429/5xx itself, sleeping up to a minute; not in tests.
-    monkeypatch.setattr(sdk_http, "_retry_sleep", lambda _delay: None)
-    reset_sdk_retry_budget()
-    with PineconeServer(api_key=KEY) as srv:
-        monkeypatch.setenv("PINECONE_CONTROLLER_HOST", srv.url)
-        yield srv
+def server(pinecone_server: PineconeServer) -> PineconeServer:
+    return pinecone_server
 
 
 def upsert(

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
-from pinecone_server import PineconeServer, reset_sdk_retry_budget
+from pinecone_server import PineconeServer
 from psycopg import sql
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
@@ -135,14 +134,8 @@ def test_qdrant_resync_converges_and_leaves_unchanged_rows_alone(tmp_path, targe
 
 
 @pytest.fixture
-def pinecone(monkeypatch: pytest.MonkeyPatch) -> Iterator[PineconeServer]:
-    import pinecone._internal.http_client as sdk_http
-
-    monkeypatch.setattr(sdk_http, "_retry_sleep", lambda _delay: None)
-    reset_sdk_retry_budget()
-    with PineconeServer(api_key=KEY) as srv:
-        monkeypatch.setenv("PINECONE_CONTROLLER_HOST", srv.url)
-        yield srv
+def pinecone(pinecone_server: PineconeServer) -> PineconeServer:
+    return pinecone_server
 
 
 def test_pinecone_resync_per_namespace_and_prune_stays_in_the_chosen_namespaces(

@@ -278,15 +278,7 @@ def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> 
         "collection": info.collection,
         "location": info.location,
         "namespaces": {ns.name: ns.count for ns in namespaces},
-        "vectors": [
-            {
-                "name": f.name,
-                "kind": f.kind.value,
-                "dim": f.dim,
-                "metric": f.metric.value if f.metric else None,
-            }
-            for f in info.fields
-        ],
+        "vectors": [f.as_dict() for f in info.fields],
         **sink.preview(info, restricted),
     }
 

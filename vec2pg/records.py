@@ -67,6 +67,14 @@ class VectorField:
     dim: int | None
     metric: Metric | None
 
+    def as_dict(self) -> dict[str, str | int | None]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "dim": self.dim,
+            "metric": self.metric.value if self.metric else None,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Namespace:

@@ -81,15 +81,7 @@ def header(info: SourceInfo) -> dict[str, Any]:
         "source": info.kind,
         "collection": info.collection,
         "namespaced": info.namespaced,
-        "fields": [
-            {
-                "name": f.name,
-                "kind": f.kind.value,
-                "dim": f.dim,
-                "metric": f.metric.value if f.metric else None,
-            }
-            for f in info.fields
-        ],
+        "fields": [f.as_dict() for f in info.fields],
     }
 
 

@@ -30,24 +30,23 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
 from psycopg import sql
 
 from vec2pg.errors import (
     ConfigError,
     ExitCode,
-    TargetError,
     TargetStateError,
-    TargetUnavailable,
 )
 from vec2pg.masking import mask_dsn
 from vec2pg.pipeline import Events, NoEvents, RetryPolicy, _Retrier, _selected
+from vec2pg.postgres.encode import without_nul
 from vec2pg.postgres.layout import TableLayout, VectorColumn, layout_for
+from vec2pg.postgres.sink import open_connection, translate_errors
 from vec2pg.records import Metric, Record, SparseVector, VectorKind
 from vec2pg.sources.base import FETCH_MAX_IDS, Page, VerifiableSource
 
@@ -72,7 +71,6 @@ COSINE_ATOL = 1e-6
 SHOWN_DIFFERENCES = 10
 
 _IDS = sql.Identifier("_vec2pg_verify_ids")
-_SESSION_OPTIONS = "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10"
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -472,21 +470,7 @@ class _Table:
 
     def __enter__(self) -> _Table:
         layout = self._layout
-        try:
-            self._conn = psycopg.connect(
-                self._dsn,
-                application_name="vec2pg verify",
-                connect_timeout=15,
-                options=_SESSION_OPTIONS,
-            )
-        except psycopg.OperationalError as exc:
-            raise TargetError(
-                f"cannot connect to PostgreSQL at {mask_dsn(self._dsn)}: {_first_line(exc)}"
-            ) from exc
-        except psycopg.ProgrammingError as exc:  # a malformed DSN
-            raise TargetError(
-                f"invalid PostgreSQL DSN {mask_dsn(self._dsn)}: {_first_line(exc)}"
-            ) from exc
+        self._conn = open_connection(self._dsn, "vec2pg verify")
         try:
             with self._translate(f"reading the columns of {layout.display}"):
                 self._columns = self._check_columns()
@@ -636,25 +620,15 @@ class _Table:
                 yield vector.name, reason
         metadata = record.metadata
         if strip_nul and metadata is not None:
-            metadata = _without_nul(metadata)
+            metadata = without_nul(metadata)
         # No metadata and an empty object are the same to every source; Qdrant's scroll
         # and retrieve may answer either for a point without payload.
         reason = _json_difference(metadata or {}, row["metadata"] or {}, "$")
         if reason is not None:
             yield "metadata", reason
 
-    @contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        """Turn psycopg's errors into vec2pg's, naming what we were doing."""
-        try:
-            yield
-        except psycopg.OperationalError as exc:
-            raise TargetUnavailable(
-                f"lost the connection to PostgreSQL at {mask_dsn(self._dsn)} while {doing}: "
-                f"{_first_line(exc)}"
-            ) from exc
-        except psycopg.Error as exc:
-            raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
+    def _translate(self, doing: str) -> AbstractContextManager[None]:
+        return translate_errors(self._dsn, doing)
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -804,19 +778,3 @@ def _same_scalar(source: Any, stored: Any) -> bool:
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _without_nul(value: Any) -> Any:
-    """``value`` as ``--strip-nul`` stores it: without NUL characters in any string."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -98,7 +98,7 @@ def row_encoder(layout: TableLayout, *, strip_nul: bool = False) -> RowEncoder:
                 row.append(None if value is None else check(value))
             metadata = record.metadata
             if strip_nul and metadata is not None:
-                cleaned = _without_nul(metadata)
+                cleaned = without_nul(metadata)
                 altered = cleaned != metadata
                 metadata = cleaned
             row.append(_metadata(metadata))
@@ -109,13 +109,14 @@ def row_encoder(layout: TableLayout, *, strip_nul: bool = False) -> RowEncoder:
     return encode
 
 
-def _without_nul(value: Any) -> Any:
+def without_nul(value: Any) -> Any:
+    """``value`` as ``--strip-nul`` stores it: without NUL characters in any string."""
     if isinstance(value, str):
         return value.replace("\x00", "")
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [without_nul(v) for v in value]
     return value
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,23 +156,7 @@ class PostgresSink:
     # -- connection ---------------------------------------------------------------------
 
     def connect(self) -> None:
-        try:
-            self._conn = psycopg.connect(
-                self.dsn,
-                application_name="vec2pg",
-                connect_timeout=15,
-                # If this machine dies, the server notices within about two minutes and
-                # frees the run's advisory lock, so tomorrow's cron run is not locked out.
-                options=_SESSION_OPTIONS,
-            )
-        except psycopg.OperationalError as exc:
-            raise TargetError(
-                f"cannot connect to PostgreSQL at {self.location}: {_first_line(exc)}"
-            ) from exc
-        except psycopg.ProgrammingError as exc:  # a malformed DSN
-            raise TargetError(
-                f"invalid PostgreSQL DSN {self.location}: {_first_line(exc)}"
-            ) from exc
+        self._conn = open_connection(self.dsn)
 
     @property
     def conn(self) -> Connection[Any]:
@@ -600,18 +584,8 @@ class PostgresSink:
             if n > read.get(ns, 0) and (selected is None or ns in selected)
         }
 
-    @contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        """Turn psycopg's errors into vec2pg's, naming what we were doing."""
-        try:
-            yield
-        except psycopg.OperationalError as exc:
-            raise TargetUnavailable(
-                f"lost the connection to PostgreSQL at {self.location} while {doing}: "
-                f"{_first_line(exc)}"
-            ) from exc
-        except psycopg.Error as exc:
-            raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
+    def _translate(self, doing: str) -> AbstractContextManager[None]:
+        return translate_errors(self.dsn, doing)
 
     def record_failure(self, error: str) -> None:
         """Note on the run why it stopped (best effort: the connection may be gone)."""
@@ -792,6 +766,39 @@ class Loader:
         self._chain_records = {}
         if self._rejects is not None:
             self._rejects.discard()
+
+
+def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[Any]:
+    """Connect to ``dsn``; failures become TargetError, without the password."""
+    try:
+        return psycopg.connect(
+            dsn,
+            application_name=application_name,
+            connect_timeout=15,
+            # If this machine dies, the server notices within about two minutes and frees
+            # the run's advisory lock, so tomorrow's cron run is not locked out.
+            options=_SESSION_OPTIONS,
+        )
+    except psycopg.OperationalError as exc:
+        raise TargetError(
+            f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {_first_line(exc)}"
+        ) from exc
+    except psycopg.ProgrammingError as exc:  # a malformed DSN
+        raise TargetError(f"invalid PostgreSQL DSN {mask_dsn(dsn)}: {_first_line(exc)}") from exc
+
+
+@contextmanager
+def translate_errors(dsn: str, doing: str) -> Iterator[None]:
+    """Turn psycopg's errors into vec2pg's, naming what we were doing."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise TargetUnavailable(
+            f"lost the connection to PostgreSQL at {mask_dsn(dsn)} while {doing}: "
+            f"{_first_line(exc)}"
+        ) from exc
+    except psycopg.Error as exc:
+        raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
 
 
 def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:
