@@ -59,11 +59,20 @@ class RetryPolicy:
         jittered = random.uniform(backoff / 2, backoff)
         return min(self.maximum * 4, hint) if hint else jittered
 
-    def stop(self, state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimited):
-            return (state.seconds_since_start or 0.0) >= self.rate_limit_patience
-        return state.attempt_number >= self.attempts
+    def stopper(self) -> Callable[[RetryCallState], bool]:
+        """When to give up on one call: after ``attempts`` failures that were not rate
+        limiting, or after ``rate_limit_patience`` seconds of it."""
+        failures = 0
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal failures
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RateLimited):
+                return (state.seconds_since_start or 0.0) >= self.rate_limit_patience
+            failures += 1
+            return failures >= self.attempts
+
+        return stop
 
 
 @dataclass(slots=True)
@@ -223,11 +232,14 @@ def migrate(
             plan = sink.begin(info, restricted)
             summary.target, summary.mode = sink.display, plan.mode
             summary.resumed = summary.resumed or plan.resumed
-            if not plan.chains:
+            # A fresh run's chains; a resumed one's for namespaces it did not have yet.
+            started_namespaces = {ns for ns, _ in plan.chains}
+            missing = [ns for ns in namespaces if ns.name not in started_namespaces]
+            if missing:
                 sink.start_chains(
                     [
                         (ns.name, key)
-                        for ns in namespaces
+                        for ns in missing
                         for key in retrier.call(
                             # Several chains per reader, so that long ones do not dominate.
                             source.partitions,
@@ -243,7 +255,7 @@ def migrate(
             _copy(source, sink, plan, options, retrier, events, counts)
             summary.seconds = time.monotonic() - started
             summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
-            stale = sink.finish(counts, summary.as_dict())
+            stale = sink.finish(counts, lambda found: _finished(summary, counts, found))
             break
         except TargetUnavailable as exc:
             if attempt == options.reconnects:
@@ -256,14 +268,23 @@ def migrate(
         except BaseException as exc:
             sink.record_failure(str(exc) or type(exc).__name__)
             raise
-    for name, rows in stale.items():
-        summary.namespaces.setdefault(name, NamespaceSummary()).stale = rows
+    _finished(summary, counts, stale)
     if sink.index is not None:
         # Load first, index after (pgvector's advice): a whole table, one build.
         summary.indexes = sink.build_indexes(events.indexing, events.note)
     summary.seconds = time.monotonic() - started
     events.finished(summary)
     return summary
+
+
+def _finished(summary: Summary, counts: dict[str, Counts], stale: dict[str, int]) -> dict[str, Any]:
+    """Put what the run's end found (pruned or stale rows, possibly of namespaces the
+    source no longer has) into the summary, and return it as the run log keeps it."""
+    for name, namespace_counts in counts.items():
+        summary.namespaces.setdefault(name, NamespaceSummary(counts=namespace_counts))
+    for name, rows in stale.items():
+        summary.namespaces.setdefault(name, NamespaceSummary()).stale = rows
+    return summary.as_dict()
 
 
 def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> dict[str, Any]:
@@ -364,7 +385,7 @@ class _Retrier:
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
-            stop=self._policy.stop,
+            stop=self._policy.stopper(),
             wait=self._policy.wait,
             before_sleep=self._before_sleep,
             reraise=True,

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from vec2pg.errors import ConfigError
 from vec2pg.records import Metric, Record, SourceInfo, SparseVector, VectorField, VectorKind
 
 FORMAT_VERSION = 1
@@ -38,6 +39,15 @@ class RejectsFile:
         self._pending: list[str] = []
         self._file: IO[str] | None = None
         self.written = 0
+        if os.path.realpath(info.location) == os.path.realpath(self.path):
+            raise ConfigError(f"{self.path} is what this run reads: give --rejects another file")
+        existing = _first_line(self.path)
+        if existing is not None and existing != header(info):
+            raise ConfigError(
+                f"{self.path} holds the rejects of another collection or of other vectors "
+                f"({existing.get('source')} {existing.get('collection')!r}): give --rejects "
+                "another file"
+            )
 
     def add(self, record: Record, reason: str) -> None:
         line = {
@@ -73,6 +83,22 @@ class RejectsFile:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _first_line(path: Path) -> dict[str, Any] | None:
+    """The header of an existing rejects file, if there is one."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open(encoding="utf-8") as file:
+        try:
+            head = json.loads(file.readline())
+        except ValueError:
+            head = None
+    if not isinstance(head, dict) or "vec2pg_rejects" not in head:
+        raise ConfigError(
+            f"{path} exists and is not a vec2pg rejects file: give --rejects another file"
+        )
+    return head
 
 
 def header(info: SourceInfo) -> dict[str, Any]:

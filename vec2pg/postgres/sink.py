@@ -20,6 +20,7 @@ commit left it. A PostgreSQL advisory lock per target keeps a second run out.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -66,7 +67,13 @@ Chain = tuple[str, str]  # (namespace, partition)
 #: Server-side keepalives (user-settable since PostgreSQL 9.x; ignored on Unix sockets).
 _SESSION_OPTIONS = (
     "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=6"
+    # Adding the key of a large table, a merge or a prune may take longer than a role's
+    # statement_timeout allows: that would make the run fail every night, at the end.
+    " -c statement_timeout=0"
 )
+#: SQLSTATEs of a connection that is gone (besides class 08, connection exceptions):
+#: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now.
+_CONNECTION_LOST = {"57P01", "57P02", "57P03"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +200,14 @@ class PostgresSink:
         self.layout = layout
         self._namespaces = namespaces
         self._complete = info.complete
-        if self.sync.prune and not info.complete:
+        if (self.sync.prune or self.sync.replace) and not info.complete:
+            option = "--prune" if self.sync.prune else "--replace"
             raise ConfigError(
-                f"--prune needs a source that holds the whole collection; {info.location} does not"
+                f"{option} needs a source that holds the whole collection; {info.location} does not"
             )
+        if self.sync.replace and namespaces is not None:
+            # The new table would hold only these namespaces and the swap would drop the rest.
+            raise ConfigError("--replace rebuilds the whole table: it does not go with --namespace")
         if self.sync.rejects is not None and self._rejects is None:
             self._rejects = RejectsFile(self.sync.rejects, info)
         described = {
@@ -221,6 +232,9 @@ class PostgresSink:
             with conn.transaction():
                 state.create()
                 self.plan = self._decide(info, layout, state, described)
+        # --restart discards the progress found at the start, not this run's own after a
+        # reconnect.
+        self.sync = dataclasses.replace(self.sync, restart=False)
         return self.plan
 
     def _decide(
@@ -243,23 +257,27 @@ class PostgresSink:
             self._drop(self._write_table(mode))
             self._create_table(layout, info, self._write_table(mode), key=False)
         elif not exists:
-            mode = "load"
-            self._create_table(layout, info, layout.table, key=False)
+            # A partial source (a rejects file) may repeat a record: give it the key at once
+            # and merge, so that repeats collapse instead of breaking the key.
+            mode = "load" if info.complete else "merge"
+            self._create_table(layout, info, layout.table, key=not info.complete)
         else:
             self._check_columns(layout)
             restarting_load = unfinished is not None and unfinished.mode == "load"
             if restarting_load:
                 # An interrupted first load never finished: start it over.
                 self.conn.execute(sql.SQL("TRUNCATE {}").format(layout.qualified))
-            mode = "load" if restarting_load or self._empty(layout.table) else "merge"
+            empty = restarting_load or self._empty(layout.table)
+            mode = "load" if empty and info.complete else "merge"
         return Plan(mode, state.start(mode, described), False)
 
     def start_chains(self, chains: list[Chain]) -> None:
-        """Record the chains of a fresh run, so that a resumed run reads the same ones."""
+        """Record chains to read (a fresh run's, or namespaces a resumed run lacks), so that
+        a resumed run reads the same ones."""
         assert self.plan is not None and self._state is not None
         with self._translate("recording the run's chains"), self.conn.transaction():
             self._state.save(dict.fromkeys(chains))
-        self.plan.chains = dict.fromkeys(chains)
+        self.plan.chains.update(dict.fromkeys(chains))
 
     def _write_table(self, mode: str) -> str:
         """The table a mode writes into: the target, or for replace a new one."""
@@ -476,11 +494,15 @@ class PostgresSink:
                 raise
             loader.commit()
 
-    def finish(self, counts: dict[str, Counts], summary: dict[str, Any]) -> dict[str, int]:
-        """Close the run in one transaction: key, swap or prune, then mark it complete.
+    def finish(
+        self, counts: dict[str, Counts], summarize: Callable[[dict[str, int]], dict[str, Any]]
+    ) -> dict[str, int]:
+        """Close the run in one transaction: key, swap or prune, ANALYZE, mark it complete.
 
-        Returns the rows per namespace the table holds that this run did not read (stale
-        rows: deleted at the source, left in place without --prune).
+        ``counts`` gain what prune deleted, and the records the whole run (all its resumed
+        parts) rejected. Returns the rows per namespace the table holds that the run did not
+        read (stale: deleted at the source, left in place without --prune); ``summarize``
+        turns them into the summary stored with the run.
         """
         assert self.layout is not None and self.plan is not None and self._state is not None
         layout, plan = self.layout, self.plan
@@ -501,12 +523,13 @@ class PostgresSink:
             elif plan.mode == "merge" and self.sync.prune:
                 for namespace, deleted in self._prune().items():
                     counts.setdefault(namespace, Counts()).deleted += deleted
-            summary["namespaces"] = {ns: _counts_dict(c) for ns, c in counts.items()}
+            for namespace, rejected in self._state.rejected().items():
+                # A resumed run counts what its interrupted parts rejected too.
+                ns = counts.setdefault(namespace, Counts())
+                ns.rejected = max(ns.rejected, rejected)
             stale = self._stale(counts)
-            self._state.finish(plan.run_id, summary)
-        with self._translate(f"analysing {layout.display}"):
+            self._state.finish(plan.run_id, summarize(stale))
             self.conn.execute(sql.SQL("ANALYZE {}").format(layout.qualified))
-            self.conn.commit()
         return stale
 
     def _rename_key(self, old_table: str, table: str) -> None:
@@ -623,6 +646,8 @@ class Loader:
         self._pending_cursors: dict[Chain, Cursor | dict[str, bool]] = {}
         self._pending_counts: dict[str, Counts] = {}
         self._chain_records: dict[Chain, int] = {}
+        self._chain_rejected: dict[Chain, int] = {}
+        self._rejected_keys: list[tuple[str, str]] = []
         self._since = time.monotonic()
         self.counts: dict[str, Counts] = {}  # committed
         if mode == "merge":
@@ -653,6 +678,8 @@ class Loader:
                     raise
                 self._rejects.add(record, exc.reason)
                 rejected += 1
+                # Still in the source: --prune must not delete the row it had.
+                self._rejected_keys.append((record.namespace, record.id))
                 continue
             rows.append(row)
             altered += changed
@@ -665,6 +692,7 @@ class Loader:
         chain = (batch.namespace, batch.partition)
         self._pending_cursors[chain] = DONE if batch.next_cursor is None else batch.next_cursor
         self._chain_records[chain] = self._chain_records.get(chain, 0) + len(rows)
+        self._chain_rejected[chain] = self._chain_rejected.get(chain, 0) + rejected
         pending.read += len(batch.records)
         if self._mode != "merge":
             pending.inserted += len(rows)
@@ -690,7 +718,9 @@ class Loader:
             cm.__exit__(None, None, None)
         if self._mode == "merge" and self._pending_rows:
             self._merge()
-        self._state.save_records(self._pending_cursors, self._chain_records)
+        if self._rejected_keys and self._mode == "merge" and self._sink.sync.prune:
+            self._state.see(self._rejected_keys)
+        self._state.save_records(self._pending_cursors, self._chain_records, self._chain_rejected)
         if self._rejects is not None:
             self._rejects.flush()  # durable before the commit that skips its records
         self._conn.commit()
@@ -700,6 +730,8 @@ class Loader:
         self._pending_cursors = {}
         self._pending_counts = {}
         self._chain_records = {}
+        self._chain_rejected = {}
+        self._rejected_keys = []
         self._since = time.monotonic()
 
     def _merge(self) -> None:
@@ -724,7 +756,10 @@ class Loader:
         )
         rows = self._conn.execute(
             sql.SQL(
-                "WITH merged AS (INSERT INTO {} AS t ({}) SELECT {} FROM _vec2pg_stage "
+                # A key twice in one transaction (a rejects file can repeat a record): the
+                # last one wins, as it would across transactions.
+                "WITH merged AS (INSERT INTO {} AS t ({}) SELECT DISTINCT ON ({}) {} "
+                "FROM _vec2pg_stage ORDER BY {}, ctid DESC "
                 "ON CONFLICT ({}) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({}) "
                 "RETURNING {} AS ns, (xmax = 0) AS inserted) "
                 "SELECT ns, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
@@ -732,7 +767,9 @@ class Loader:
             ).format(
                 layout.qualified,
                 columns,
+                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
                 columns,
+                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
                 sql.SQL(", ").join(map(sql.Identifier, layout.key)),
                 assignments,
                 current,
@@ -764,23 +801,28 @@ class Loader:
         self._pending_cursors = {}
         self._pending_counts = {}
         self._chain_records = {}
+        self._chain_rejected = {}
+        self._rejected_keys = []
         if self._rejects is not None:
             self._rejects.discard()
 
 
 def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[Any]:
-    """Connect to ``dsn``; failures become TargetError, without the password."""
+    """Connect to ``dsn``; failures become TargetError (TargetUnavailable when the server
+    did not answer: a run retries those), without the password."""
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
+        # The DSN's own options (a search_path, a role) stay; ours come after them.
+        # If this machine dies, the server notices within about two minutes and frees
+        # the run's advisory lock, so tomorrow's cron run is not locked out.
+        own = conninfo_to_dict(dsn).get("options")
+        options = f"{own} {_SESSION_OPTIONS}" if own else _SESSION_OPTIONS
         return psycopg.connect(
-            dsn,
-            application_name=application_name,
-            connect_timeout=15,
-            # If this machine dies, the server notices within about two minutes and frees
-            # the run's advisory lock, so tomorrow's cron run is not locked out.
-            options=_SESSION_OPTIONS,
+            dsn, application_name=application_name, connect_timeout=15, options=options
         )
     except psycopg.OperationalError as exc:
-        raise TargetError(
+        raise TargetUnavailable(
             f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {_first_line(exc)}"
         ) from exc
     except psycopg.ProgrammingError as exc:  # a malformed DSN
@@ -793,10 +835,13 @@ def translate_errors(dsn: str, doing: str) -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as exc:
-        raise TargetUnavailable(
-            f"lost the connection to PostgreSQL at {mask_dsn(dsn)} while {doing}: "
-            f"{_first_line(exc)}"
-        ) from exc
+        state = exc.sqlstate
+        if state is None or state.startswith("08") or state in _CONNECTION_LOST:
+            raise TargetUnavailable(
+                f"lost the connection to PostgreSQL at {mask_dsn(dsn)} while {doing}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
     except psycopg.Error as exc:
         raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
 

@@ -79,6 +79,7 @@ class State:
                 "CREATE TABLE IF NOT EXISTS {} ("
                 " target text NOT NULL, namespace text NOT NULL, partition text NOT NULL,"
                 " cursor jsonb, records bigint NOT NULL DEFAULT 0,"
+                " rejected bigint NOT NULL DEFAULT 0,"
                 " PRIMARY KEY (target, namespace, partition))"
             ).format(self._t(PROGRESS))
         )
@@ -170,28 +171,59 @@ class State:
 
     def save(self, cursors: dict[tuple[str, str], Cursor | dict[str, bool]]) -> None:
         """Record where chains stand (part of the caller's transaction)."""
-        self.save_records(cursors, {})
+        self.save_records(cursors, {}, {})
 
     def save_records(
         self,
         cursors: dict[tuple[str, str], Cursor | dict[str, bool]],
         records: dict[tuple[str, str], int],
+        rejected: dict[tuple[str, str], int],
     ) -> None:
-        """Record where chains stand and how many more records each has given."""
+        """Record where chains stand, and how many more records each wrote and rejected."""
         if not cursors:
             return
         with self.conn.cursor() as cur:
             cur.executemany(
                 sql.SQL(
-                    "INSERT INTO {} AS p (target, namespace, partition, cursor, records) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (target, namespace, partition) "
-                    "DO UPDATE SET cursor = EXCLUDED.cursor, records = p.records + EXCLUDED.records"
+                    "INSERT INTO {} AS p (target, namespace, partition, cursor, records, rejected) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (target, namespace, partition) "
+                    "DO UPDATE SET cursor = EXCLUDED.cursor,"
+                    " records = p.records + EXCLUDED.records,"
+                    " rejected = p.rejected + EXCLUDED.rejected"
                 ).format(self._t(PROGRESS)),
                 [
-                    (self.table, ns, part, json.dumps(cursor), records.get((ns, part), 0))
+                    (
+                        self.table,
+                        ns,
+                        part,
+                        json.dumps(cursor),
+                        records.get((ns, part), 0),
+                        rejected.get((ns, part), 0),
+                    )
                     for (ns, part), cursor in cursors.items()
                 ],
             )
+
+    def see(self, keys: list[tuple[str, str]]) -> None:
+        """Count keys as seen by the scan (for --prune) without their rows being written."""
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (target, namespace, id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(self._t(SEEN)),
+                [(self.table, ns, rid) for ns, rid in keys],
+            )
+
+    def rejected(self) -> dict[str, int]:
+        """Records rejected per namespace by the unfinished run, over all its chains."""
+        rows = self.conn.execute(
+            sql.SQL("SELECT namespace, sum(rejected) FROM {} WHERE target = %s GROUP BY 1").format(
+                self._t(PROGRESS)
+            ),
+            [self.table],
+        ).fetchall()
+        return {ns: int(n) for ns, n in rows if n}
 
     def records(self) -> dict[str, int]:
         """Records read per namespace by the unfinished run, over all its chains."""

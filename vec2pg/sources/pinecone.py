@@ -195,6 +195,9 @@ class PineconeSource:
             while big and len(chains) + len(big) < want:
                 parent = big[0]
                 candidates = _children(parent)
+                if not candidates:  # nothing to split it by: list it whole
+                    chains.append(_PREFIX + big.pop(0).prefix)
+                    continue
                 if probes + len(candidates) > budget:
                     break
                 big.pop(0)
