@@ -46,7 +46,7 @@ from vec2pg.masking import mask_dsn
 from vec2pg.pipeline import Events, NoEvents, RetryPolicy, _Retrier, _selected
 from vec2pg.postgres.encode import without_nul
 from vec2pg.postgres.layout import TableLayout, VectorColumn, layout_for
-from vec2pg.postgres.sink import open_connection, translate_errors
+from vec2pg.postgres.sink import column_types, open_connection, translate_errors
 from vec2pg.records import Metric, Record, SparseVector, VectorKind
 from vec2pg.sources.base import FETCH_MAX_IDS, Page, VerifiableSource
 
@@ -501,13 +501,7 @@ class _Table:
                 f"table {layout.display} does not exist in {mask_dsn(self._dsn)}: nothing to "
                 "verify; migrate first, or name the table with --schema and --table"
             )
-        held = dict(
-            self.conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                [layout.qualified.as_string(self.conn)],
-            ).fetchall()
-        )
+        held = column_types(self.conn, layout.qualified)
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
         wrong = [
             f"{name} {wanted[name]} (the table has {held.get(name) or 'no such column'})"

@@ -368,13 +368,7 @@ class PostgresSink:
         self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(table)))
 
     def _check_columns(self, layout: TableLayout) -> None:
-        columns = dict(
-            self.conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                [layout.qualified.as_string(self.conn)],
-            ).fetchall()
-        )
+        columns = column_types(self.conn, layout.qualified)
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
         if columns != wanted:
             raise TargetStateError(
@@ -642,13 +636,7 @@ class Loader:
         self._encode = row_encoder(layout, strip_nul=sink.sync.strip_nul)
         self._copy: Any = None
         self._copy_cm: Any = None
-        self._pending_rows = 0
-        self._pending_cursors: dict[Chain, Cursor | dict[str, bool]] = {}
-        self._pending_counts: dict[str, Counts] = {}
-        self._chain_records: dict[Chain, int] = {}
-        self._chain_rejected: dict[Chain, int] = {}
-        self._rejected_keys: list[tuple[str, str]] = []
-        self._since = time.monotonic()
+        self._reset_pending()
         self.counts: dict[str, Counts] = {}  # committed
         if mode == "merge":
             self._conn.execute(
@@ -703,6 +691,16 @@ class Loader:
         ):
             self.commit()
 
+    def _reset_pending(self) -> None:
+        """Forget what the transaction that just ended (committed or not) had pending."""
+        self._pending_rows = 0
+        self._pending_cursors: dict[Chain, Cursor | dict[str, bool]] = {}
+        self._pending_counts: dict[str, Counts] = {}
+        self._chain_records: dict[Chain, int] = {}
+        self._chain_rejected: dict[Chain, int] = {}
+        self._rejected_keys: list[tuple[str, str]] = []
+        self._since = time.monotonic()
+
     def _open_copy(self) -> Any:
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             self._into, sql.SQL(", ").join(map(sql.Identifier, self._layout.column_names))
@@ -726,13 +724,7 @@ class Loader:
         self._conn.commit()
         for namespace, counts in self._pending_counts.items():
             self.counts.setdefault(namespace, Counts()).add(counts)
-        self._pending_rows = 0
-        self._pending_cursors = {}
-        self._pending_counts = {}
-        self._chain_records = {}
-        self._chain_rejected = {}
-        self._rejected_keys = []
-        self._since = time.monotonic()
+        self._reset_pending()
 
     def _merge(self) -> None:
         layout = self._layout
@@ -797,14 +789,19 @@ class Loader:
                 self._conn.rollback()
             except psycopg.Error:
                 pass  # the connection is gone; so is the transaction
-        self._pending_rows = 0
-        self._pending_cursors = {}
-        self._pending_counts = {}
-        self._chain_records = {}
-        self._chain_rejected = {}
-        self._rejected_keys = []
+        self._reset_pending()
         if self._rejects is not None:
             self._rejects.discard()
+
+
+def column_types(conn: Connection[Any], table: sql.Identifier) -> dict[str, str]:
+    """A table's columns and their types, as format_type() spells them."""
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        [table.as_string(conn)],
+    ).fetchall()
+    return dict(rows)
 
 
 def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[Any]:
