@@ -5,6 +5,7 @@ The sink is real: every test writes to PostgreSQL and checks what is there after
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -236,6 +237,28 @@ def bad_record(rid: str, **changes: Any) -> Record:
     return Record(rid, vectors, changes.pop("metadata", {"ok": True}), "a")
 
 
+def test_metadata_is_stored_as_json_would_read_it(target) -> None:
+    """Nulls, integers beyond 64 bits, non-string keys (written as Python's json writes
+    them), nesting, and text beyond ASCII all arrive as jsonb equal to the JSON text."""
+    cases = [
+        {"none": None, "list": [None, 1, "x"]},
+        {"big": 2**70, "neg": -(2**64)},
+        {1: "one", "nested": {"deep": [1.5, {"a": True}]}},
+        {"text": "héllo ✓ 🎉", "tab": "a\tb", "quote": 'say "hi"'},
+        {},
+    ]
+    records = {
+        f"a-{i:05d}": bad_record(f"a-{i:05d}", metadata=metadata)
+        for i, metadata in enumerate(cases)
+    }
+    source = FakeSource({"a": len(cases)}, bad=records)
+
+    run(target, source)
+
+    rows = target.query(f'SELECT id, metadata::text FROM "{target.schema}".things ORDER BY id')
+    assert [json.loads(text) for _, text in rows] == [json.loads(json.dumps(c)) for c in cases]
+
+
 NAN = np.array([1, np.nan, 0, 0], dtype=np.float32)
 INF = np.array([1, np.inf, 0, 0], dtype=np.float32)
 
@@ -293,6 +316,14 @@ INF = np.array([1, np.inf, 0, 0], dtype=np.float32)
             "sparse vector 'sparse' has 16001 non-zero values; pgvector accepts at most 16000",
         ),
         (
+            bad_record("a-00015", metadata={"x": [None, {"y": float("-inf")}]}),
+            "metadata holds NaN or infinity, which JSON cannot express",
+        ),
+        (
+            bad_record("a-00015", metadata={"t": "half a pair: \ud800"}),
+            "metadata holds text that is not valid Unicode",
+        ),
+        (
             bad_record("a-00015", metadata={"x": {1, 2}}),
             "metadata is not representable as JSON: Object of type set is not JSON serializable",
         ),
@@ -307,6 +338,8 @@ INF = np.array([1, np.inf, 0, 0], dtype=np.float32)
         "dimension",
         "nul-metadata",
         "nan-metadata",
+        "inf-beside-null-metadata",
+        "surrogate-metadata",
         "sparse-dup",
         "sparse-range",
         "sparse-nnz",

@@ -11,15 +11,15 @@ asked (``strip_nul``) and counted.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from pgvector import HalfVector
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 
 from vec2pg.errors import InvalidRecord
 from vec2pg.postgres.layout import (
@@ -38,37 +38,18 @@ MAX_ID_BYTES = 2048
 #: jsonb's largest value (a 28-bit offset: 256 MB, less its header).
 MAX_JSONB_BYTES = (1 << 28) - 1024
 #: jsonb cannot hold U+0000: an escape ``\u0000`` not itself escaped by a backslash.
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-class EncodedJson(str):
-    """Metadata already serialised (and checked) as JSON text."""
+#: pgvector's binary sparsevec header: int32 dim, int32 nnz, int32 unused (big-endian).
+_SPARSE_HEADER = struct.Struct(">iii")
+#: jsonb's binary format: a version byte, then the JSON text.
+_JSONB_VERSION = b"\x01"
 
 
-class JsonbBinaryDumper(Dumper):
-    """Send :class:`EncodedJson` as binary jsonb: a version byte, then the text."""
-
-    format = Format.BINARY
-
-    def dump(self, obj: EncodedJson) -> bytes:
-        return b"\x01" + obj.encode()
-
-
-class SparseBinaryDumper(Dumper):
-    """Send :class:`~vec2pg.records.SparseVector` as pgvector's binary sparsevec.
-
-    Layout (pgvector's sparsevec_recv): int32 dim, int32 nnz, int32 unused, nnz int32
-    indices (0-based), nnz float4 values; all big-endian.
-    """
-
-    format = Format.BINARY
-
-    def dump(self, obj: SparseVector) -> bytes:
-        header = struct.pack(">iii", SPARSE_DIM, len(obj.indices), 0)
-        return header + obj.indices.astype(">i4").tobytes() + obj.values.astype(">f4").tobytes()
-
-
-#: Checks a record and returns its COPY row, and whether it had to be altered to fit.
+#: Checks a record and returns its COPY row, and whether it had to be altered to fit. The
+#: row's fields are the bytes binary COPY sends (see :attr:`TableLayout.copy_types`), but
+#: for multivectors, which psycopg's array dumper sends.
 RowEncoder = Callable[[Record], tuple[Sequence[Any], bool]]
 
 
@@ -120,50 +101,90 @@ def without_nul(value: Any) -> Any:
     return value
 
 
-def _check_text(value: str, what: str) -> str:
+def _check_text(value: str, what: str) -> bytes:
     if not value and what == "id":
         raise ValueError("the id is empty")
     if "\x00" in value:
         raise ValueError(f"the {what} contains a NUL character, which PostgreSQL text cannot hold")
-    size = len(value.encode())
-    if what == "id" and size > MAX_ID_BYTES:
-        raise ValueError(f"the id is {size} bytes; the most a key may hold is {MAX_ID_BYTES}")
-    return value
+    try:
+        data = value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"the {what} is not valid Unicode (it holds a lone surrogate)") from None
+    if what == "id" and len(data) > MAX_ID_BYTES:
+        raise ValueError(f"the id is {len(data)} bytes; the most a key may hold is {MAX_ID_BYTES}")
+    return data
 
 
-def _metadata(metadata: dict[str, Any] | None) -> EncodedJson | None:
+def _metadata(metadata: dict[str, Any] | None) -> bytes | None:
+    """Metadata as binary jsonb.
+
+    orjson writes the common case; it writes NaN and infinity as ``null``, so a text with
+    ``null`` in it is checked for them. What orjson refuses (keys that are not strings,
+    integers beyond 64 bits, text that is not Unicode) goes through the standard library,
+    which converts keys as Python does or says why it cannot.
+    """
     if metadata is None:
         return None
     try:
-        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except ValueError:  # allow_nan=False: JSON has no NaN or infinity
-        raise ValueError("metadata holds NaN or infinity, which JSON cannot express") from None
-    except TypeError as exc:
-        raise ValueError(f"metadata is not representable as JSON: {exc}") from None
-    if "\\u0000" in text and _JSON_NUL.search(text):
+        data = orjson.dumps(metadata)
+    except TypeError:
+        data = _stdlib_json(metadata)
+    else:
+        if b"null" in data and _non_finite(metadata):
+            raise ValueError(_NON_FINITE)
+    if b"\\u0000" in data and _JSON_NUL.search(data):
         raise ValueError(
             "metadata contains a NUL character (\\u0000), which jsonb cannot hold "
             "(--strip-nul removes them)"
         )
-    if len(text) > MAX_JSONB_BYTES:
+    if len(data) > MAX_JSONB_BYTES:
         raise ValueError(
-            f"metadata is {len(text):,} bytes; jsonb holds at most {MAX_JSONB_BYTES:,}"
+            f"metadata is {len(data):,} bytes; jsonb holds at most {MAX_JSONB_BYTES:,}"
         )
-    return EncodedJson(text)
+    return _JSONB_VERSION + data
+
+
+_NON_FINITE = "metadata holds NaN or infinity, which JSON cannot express"
+
+
+def _stdlib_json(metadata: dict[str, Any]) -> bytes:
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("metadata holds text that is not valid Unicode") from None
+    except ValueError:  # allow_nan=False: JSON has no NaN or infinity
+        raise ValueError(_NON_FINITE) from None
+    except TypeError as exc:
+        raise ValueError(f"metadata is not representable as JSON: {exc}") from None
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
     field = column.field
     label = f"vector {field.name!r}" if field.name else "the vector"
 
-    def dense(value: np.ndarray) -> Any:
+    # pgvector's binary vector and halfvec: int16 dim, int16 unused, then big-endian
+    # float4 or float2 values.
+    header = struct.pack(">HH", field.dim or 0, 0)
+    wire = ">f2" if column.halfvec else ">f4"
+
+    def dense(value: np.ndarray) -> bytes:
         if value.ndim != 1 or value.shape[0] != field.dim:
             raise ValueError(f"{label} has {_shape(value)} values; the index has {field.dim}")
         _check_finite(value, label)
         if column.halfvec:
             _check_half(value, label)
-            return HalfVector(value)
-        return value
+        return header + value.astype(wire).tobytes()
 
     def multi(value: np.ndarray) -> list[Any]:
         if value.ndim != 2 or value.shape[1] != field.dim:
@@ -177,7 +198,7 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
             return [HalfVector(v) for v in value]
         return list(value)
 
-    def sparse(value: SparseVector) -> SparseVector:
+    def sparse(value: SparseVector) -> bytes:
         indices, values = value.indices, value.values
         if indices.ndim != 1 or indices.shape != values.shape:
             raise ValueError(f"sparse {label} has {indices.size} indices but {values.size} values")
@@ -202,9 +223,12 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
                 f"sparse {label} has {indices.size} non-zero values; "
                 f"pgvector accepts at most {MAX_SPARSE_NNZ}"
             )
-        if indices is value.indices and values is value.values:
-            return value
-        return SparseVector(indices, values)
+        # pgvector's binary sparsevec: the header, 0-based int32 indices, float4 values.
+        return (
+            _SPARSE_HEADER.pack(SPARSE_DIM, indices.size, 0)
+            + indices.astype(">i4").tobytes()
+            + values.astype(">f4").tobytes()
+        )
 
     checks: dict[VectorKind, Callable[[Any], Any]] = {
         VectorKind.DENSE: dense,
@@ -225,6 +249,10 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
 
 
 def _check_finite(values: np.ndarray, label: str) -> None:
+    # The sum of squares is finite only if every value is (a cheap first look); when it
+    # is not, a value may still only be large: look at each.
+    if values.ndim == 1 and math.isfinite(np.dot(values, values)):
+        return
     if not np.isfinite(values).all():
         bad = values[~np.isfinite(values)].flat[0]
         raise ValueError(f"{label} contains {bad}; PostgreSQL vectors hold only finite numbers")

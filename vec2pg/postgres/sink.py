@@ -39,17 +39,12 @@ from vec2pg.errors import (
     TargetStateError,
     TargetUnavailable,
 )
-from vec2pg.postgres.encode import (
-    EncodedJson,
-    JsonbBinaryDumper,
-    SparseBinaryDumper,
-    row_encoder,
-)
+from vec2pg.postgres.encode import row_encoder
 from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
 from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
 from vec2pg.postgres.target import mask_dsn
-from vec2pg.records import Batch, Cursor, SourceInfo, SparseVector
+from vec2pg.records import Batch, Cursor, SourceInfo
 from vec2pg.rejects import RejectsFile
 
 if TYPE_CHECKING:
@@ -332,18 +327,10 @@ class PostgresSink:
         conn.commit()
 
     def _register_types(self) -> None:
+        """pgvector's types, for multivectors (arrays of them) and for reading rows back."""
         from pgvector.psycopg import register_vector
-        from psycopg.types import TypeInfo
 
         register_vector(self.conn)
-        adapters = self.conn.adapters
-        for python_type, dumper, type_name in (
-            (EncodedJson, JsonbBinaryDumper, "jsonb"),
-            (SparseVector, SparseBinaryDumper, "sparsevec"),
-        ):
-            info = TypeInfo.fetch(self.conn, type_name)
-            assert info is not None
-            adapters.register_dumper(python_type, type("", (dumper,), {"oid": info.oid}))
         self.conn.commit()
 
     # -- tables -------------------------------------------------------------------------
