@@ -269,7 +269,7 @@ def test_a_split_prefix_that_is_itself_an_id_and_rare_characters_are_kept(
 
     source = PineconeSource("tree", api_key=KEY, concurrency=8)
     source.describe()
-    chains = source.partitions("ns", len(names), 32)
+    chains = source.partitions("ns", len(names), 32, lambda fn, *args: fn(*args))
     source.close()
     assert "id:a" in chains and "prefix:~" in chains and "prefix:\x7f" in chains
     prefixes = [c.removeprefix("prefix:") for c in chains if c.startswith("prefix:")]
@@ -286,7 +286,8 @@ def test_a_storm_of_429s_slows_the_run_down_but_does_not_stop_it(server, target,
     server.create_index("docs", dimension=8, metric="cosine")
     upsert(server, "docs", "ns", dense_records(1500, 8))
     server.fail_next(60, status=429, retry_after=0, endpoint="fetch")
-    server.fail_next(20, status=429, endpoint="list")
+    # Back to back on the one chain: each waits twice as long as the last (no Retry-After).
+    server.fail_next(8, status=429, endpoint="list")
 
     code = run(target, "docs", "--retries", "2", "--json")
 
@@ -295,6 +296,7 @@ def test_a_storm_of_429s_slows_the_run_down_but_does_not_stop_it(server, target,
     assert summary["written"] == 1500
     assert summary["rate_limited"] > 0
     assert server.status_counts[("fetch", 429)] == 60
+    assert server.status_counts[("list", 429)] == 8
     assert_rows_match(target, "docs", expected_rows(server, "docs"))
 
 

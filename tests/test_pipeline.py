@@ -27,7 +27,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Page
+from vec2pg.sources.base import WHOLE, Call, Page
 
 DIM = 4
 
@@ -71,7 +71,9 @@ class FakeSource:
             namespaced=True,
         )
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         return (WHOLE,)
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
@@ -189,7 +191,9 @@ class SplitSource(FakeSource):
         super().__init__(namespaces, page_size=10)
         self.chains: list[tuple[str, str]] = []
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         return ("even", "odd")
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:

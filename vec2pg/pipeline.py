@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
@@ -36,6 +37,9 @@ from vec2pg.records import Batch, Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import Page, Source
 
 T = TypeVar("T")
+
+#: Requests in flight while chains are being split (see :meth:`Source.partitions`).
+SPLIT_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,9 @@ def migrate(
         summary.namespaces[ns.name] = NamespaceSummary(expected=ns.count)
     counts = {name: ns.counts for name, ns in summary.namespaces.items()}
     total = None if info.total is None else sum(ns.count or 0 for ns in namespaces)
+    # Splitting a namespace (Pinecone) makes many small requests, a page of ids each,
+    # before any record is read: more of them in flight than while reading.
+    split_call = retrier.limited(max(SPLIT_IN_FLIGHT, 2 * options.concurrency))
     shown = False
     for attempt in range(options.reconnects + 1):
         try:
@@ -240,12 +247,9 @@ def migrate(
                     [
                         (ns.name, key)
                         for ns in missing
-                        for key in retrier.call(
-                            # Several chains per reader, so that long ones do not dominate.
-                            source.partitions,
-                            ns.name,
-                            ns.count,
-                            4 * options.concurrency,
+                        # Two chains (or more) per reader, so that no long one is left to the end.
+                        for key in source.partitions(
+                            ns.name, ns.count, 2 * options.concurrency, split_call
                         )
                     ]
                 )
@@ -383,6 +387,13 @@ class _Retrier:
         self.rate_limited = 0
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._call(self.throttle, fn, *args)
+
+    def limited(self, limit: int) -> Callable[..., Any]:
+        """A ``call`` with its own throttle of ``limit`` requests in flight."""
+        return partial(self._call, _Throttle(limit))
+
+    def _call(self, throttle: _Throttle, fn: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
             stop=self._policy.stopper(),
@@ -390,11 +401,12 @@ class _Retrier:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        result: T = retrying(self._throttled, fn, *args)
+        result: T = retrying(self._throttled, throttle, fn, *args)
         return result
 
-    def _throttled(self, fn: Callable[..., T], *args: Any) -> T:
-        with self.throttle:
+    @staticmethod
+    def _throttled(throttle: _Throttle, fn: Callable[..., T], *args: Any) -> T:
+        with throttle:
             return fn(*args)
 
     def _before_sleep(self, state: RetryCallState) -> None:

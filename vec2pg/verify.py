@@ -43,7 +43,14 @@ from vec2pg.errors import (
     TargetStateError,
 )
 from vec2pg.masking import mask_dsn
-from vec2pg.pipeline import Events, NoEvents, RetryPolicy, _Retrier, _selected
+from vec2pg.pipeline import (
+    SPLIT_IN_FLIGHT,
+    Events,
+    NoEvents,
+    RetryPolicy,
+    _Retrier,
+    _selected,
+)
 from vec2pg.postgres.encode import without_nul
 from vec2pg.postgres.layout import TableLayout, VectorColumn, layout_for
 from vec2pg.postgres.sink import column_types, open_connection, translate_errors
@@ -280,7 +287,9 @@ def verify(
         held = target.counts([ns.name for ns in selected] if namespaces else None)
         for ns in selected:
             check = report.namespaces[ns.name] = NamespaceCheck(target_count=held.get(ns.name, 0))
-            partitions = retrier.call(source.partitions, ns.name, ns.count, 4 * concurrency)
+            partitions = source.partitions(
+                ns.name, ns.count, 2 * concurrency, retrier.limited(SPLIT_IN_FLIGHT)
+            )
             reservoir = _Reservoir(sample, random.Random())
             pages = _listed_ids(source, retrier, ns.name, partitions, concurrency)
             target.copy_ids(reservoir.passing(pages))

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from vec2pg.records import Cursor, Record, SourceInfo
 
 #: The partition that covers a whole namespace by itself.
 WHOLE = ""
+#: How :meth:`Source.partitions` makes each of its requests: ``call(fn, *args)`` is
+#: ``fn(*args)`` retried on transient failures and throttled on rate limits (the
+#: pipeline's caller), so that one refused probe does not fail or restart the split.
+Call = Callable[..., Any]
 #: The most ids :meth:`VerifiableSource.fetch` is asked for at once: a Pinecone list page.
 #: Pinecone's fetch names its ids in the URL, and 100 ids of up to 512 bytes stay well
 #: below the 64 kB or so that HTTP servers and proxies accept in a request line.
@@ -54,9 +58,12 @@ class Source(Protocol):
         """Connect, check the collection exists, and describe its fields and namespaces."""
         ...
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         """Split ``namespace`` (of about ``count`` records) into up to about ``want``
-        disjoint chains that together hold every record; ``(WHOLE,)`` is one chain."""
+        disjoint chains that together hold every record; ``(WHOLE,)`` is one chain. Each
+        request it needs goes through ``call``."""
         ...
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:

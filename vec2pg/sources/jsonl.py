@@ -16,7 +16,7 @@ from typing import Any
 from vec2pg.errors import ConfigError, SourceError
 from vec2pg.records import Cursor, Namespace, Record, SourceInfo
 from vec2pg.rejects import fields_from, record_from
-from vec2pg.sources.base import WHOLE, Page
+from vec2pg.sources.base import WHOLE, Call, Page
 
 #: Records per page.
 PAGE_SIZE = 500
@@ -52,7 +52,9 @@ class JsonlSource:
             complete=False,
         )
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         return (WHOLE,)
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:

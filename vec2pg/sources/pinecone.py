@@ -2,10 +2,12 @@
 
 A serverless index is read namespace by namespace: ``list`` pages ids (100 at the most per
 request, in bytewise order) and ``fetch`` returns their values, sparse values and
-metadata. The SDK does the control plane, the statistics and ``list``; ``fetch``, which
-carries nearly all the bytes, is read straight from Pinecone's documented REST API
-(``GET /vectors/fetch``) with httpx and orjson, because decoding its JSON into the SDK's
-objects and then into numpy cost more CPU than everything else in a run together.
+metadata. The SDK does the control plane and the statistics. ``list`` and ``fetch``, one
+request each per 100 records, are read straight from Pinecone's documented REST API
+(``GET /vectors/list``, ``GET /vectors/fetch``) with urllib3 (:class:`_DataPlane`): the
+SDK's response objects, and httpx's reading of a 1 MB answer, each cost more CPU than
+the rest of a run. A fetch answer's float arrays (nearly all of its bytes) are decoded
+by simdjson straight into numpy buffers, without a Python float per value.
 
 A list page's token comes from the page before, so one chain of list requests
 moves about 100 ids per round trip. To hide that latency a large namespace is split into
@@ -18,6 +20,8 @@ The default namespace is stored as ``__default__``, whichever spelling (``__defa
 from __future__ import annotations
 
 import os
+import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +52,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Page
+from vec2pg.sources.base import WHOLE, Call, Page
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -65,8 +69,9 @@ SPLIT_MIN_RECORDS = 20 * LIST_LIMIT
 #: chain's pages follow one another, so even then splitting saves time. Ids sharing a long
 #: common prefix (``doc-0000001``) cost about 80 probes per character of it.
 SPLIT_MAX_PROBES = 1500
-#: Probes in flight at once while splitting (each is a list request of at most 100 ids).
-PROBE_CONCURRENCY = 32
+#: Probes in flight at once while splitting (each is a list request of at most 100 ids);
+#: the pipeline's throttle halves that on every 429.
+PROBE_CONCURRENCY = 64
 #: Characters probed when splitting a prefix: all of ASCII but NUL, which is every
 #: character a Pinecone id may hold (the SDK refuses other ids, and prefixes, on upsert,
 #: fetch and list), so the prefixes of a split cover every id.
@@ -114,7 +119,7 @@ class PineconeSource:
         self._api_key = api_key
         self._timeout = timeout
         self._index: Any = None
-        self._http: Any = None  # httpx.Client for fetch, once the host is known
+        self._http: _DataPlane | None = None  # list and fetch, once the host is known
         self._api_namespaces: dict[str, str] = {}  # stored name -> the spelling the API uses
 
     @property
@@ -133,18 +138,10 @@ class PineconeSource:
                 )
             self.host = str(description.host)
         if self._index is None:
-            import httpx
-
             self._index = self._pc.Index(host=self.host)
-            self._http = httpx.Client(
-                base_url=self.host,
-                headers={
-                    "Api-Key": self._api_key,
-                    "X-Pinecone-Api-Version": DATA_PLANE_API_VERSION,
-                },
-                timeout=self._timeout,
-                limits=httpx.Limits(max_connections=2 * self.concurrency + 4),
-            )
+            # Probes, then readers and loaders (two per unit of concurrency), in flight.
+            connections = max(PROBE_CONCURRENCY, 2 * self.concurrency) + 4
+            self._http = _DataPlane(self.host, self._api_key, self._timeout, connections)
         with self._translate("reading the index statistics"):
             stats = self._index.describe_index_stats()
         vector_type = str(getattr(stats, "vector_type", None) or "dense")
@@ -169,54 +166,67 @@ class PineconeSource:
             namespaced=True,
         )
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         """Split a large namespace into disjoint id prefixes to list at the same time.
 
         Ids are listed in bytewise order, so the first page of a prefix P holds its smallest
         ids: the characters after P only grow along it, those seen are present, those
         before the first are absent, and only those after the last seen need a probe. When
         every id on the page shares a longer prefix L, P's ids are L's and those that leave
-        L at some position for a greater character, all probed in one wave. A prefix whose
-        first page is full is split again, breadth first, until there are ``want`` chains
-        or the probe budget is spent. An id equal to a split prefix is a chain of its own.
+        L at some position for a greater character, all probed in one wave. Prefixes whose
+        first page is full are split again, the shortest (likely the largest) first, until
+        ``want`` of them are left or the probe budget is spent. An id equal to a split
+        prefix is a chain of its own. Each probe goes through ``call``, which retries it
+        and slows down when Pinecone limits the rate of list requests.
         """
         if count is None or count < SPLIT_MIN_RECORDS or want < 2:
             return (WHOLE,)
-        first = self._probe(namespace, "")
+        first = call(self._probe, namespace, "")
         if not first.has_more:
             return (WHOLE,)
         chains: list[str] = []
-        big = [first]
+        big = [first]  # prefixes with more than a page of ids
         probes = 1
         budget = min(SPLIT_MAX_PROBES, 4 * count // LIST_LIMIT)
         # A probe is one small list request: more of them in flight than fetches.
         workers = max(PROBE_CONCURRENCY, self.concurrency)
         with ThreadPoolExecutor(workers, thread_name_prefix="vec2pg-probe") as pool:
-            while big and len(chains) + len(big) < want:
-                parent = big[0]
-                candidates = _children(parent)
-                if not candidates:  # nothing to split it by: list it whole
-                    chains.append(_PREFIX + big.pop(0).prefix)
-                    continue
-                if probes + len(candidates) > budget:
+            # Level by level: the shortest big prefixes (likely the largest) are split
+            # together, so that the chains left are of about one size; complete chains,
+            # a page or less, do not count towards ``want``.
+            while big and len(big) < want:
+                depth = min(len(probe.prefix) for probe in big)
+                waves: list[tuple[_Probe, list[str]]] = []
+                for parent in (probe for probe in big if len(probe.prefix) == depth):
+                    candidates = _children(parent)
+                    if probes + len(candidates) > budget:
+                        break
+                    probes += len(candidates)
+                    waves.append((parent, candidates))
+                if not waves:
                     break
-                big.pop(0)
-                probes += len(candidates)
-                for child in pool.map(partial(self._probe, namespace), candidates):
-                    if not child.ids:
-                        continue
+                split = {parent.prefix for parent, _ in waves}
+                big = [probe for probe in big if probe.prefix not in split]
+                probe = partial(call, self._probe, namespace)
+                everything = [c for _, candidates in waves for c in candidates]
+                for child in pool.map(probe, everything):
                     if child.has_more:
                         big.append(child)
-                    else:
+                    elif child.ids:
                         chains.append(_PREFIX + child.prefix)
-                if parent.ids and parent.ids[0] == parent.prefix:
-                    chains.append(_EXACT + parent.prefix)
+                for parent, candidates in waves:
+                    if not candidates:  # nothing to split it by: list it whole
+                        chains.append(_PREFIX + parent.prefix)
+                    elif parent.ids and parent.ids[0] == parent.prefix:
+                        chains.append(_EXACT + parent.prefix)
         chains += [_PREFIX + probe.prefix for probe in big]
         return tuple(sorted(chains))
 
     def _probe(self, namespace: str, prefix: str) -> _Probe:
-        page = self._list(namespace, prefix, None)
-        return _Probe(prefix, _ids(page), _next_token(page) is not None)
+        ids, token = self._list(namespace, prefix, None)
+        return _Probe(prefix, ids, token is not None)
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
         if partition.startswith(_EXACT):
@@ -225,13 +235,9 @@ class PineconeSource:
                 load=partial(self._fetch, namespace, ids), next_cursor=None, size=1, ids=ids
             )
         prefix = partition[len(_PREFIX) :] if partition != WHOLE else ""
-        response = self._list(namespace, prefix, None if cursor is None else str(cursor))
-        ids = _ids(response)
+        ids, token = self._list(namespace, prefix, None if cursor is None else str(cursor))
         return Page(
-            load=partial(self._fetch, namespace, ids),
-            next_cursor=_next_token(response),
-            size=len(ids),
-            ids=ids,
+            load=partial(self._fetch, namespace, ids), next_cursor=token, size=len(ids), ids=ids
         )
 
     def page_ids(self, namespace: str, partition: str, cursor: Cursor) -> Page:
@@ -242,44 +248,74 @@ class PineconeSource:
         """The records of ``namespace`` with these ids (at most 100: one GET)."""
         return self._fetch(namespace, list(ids))
 
-    def _list(self, namespace: str, prefix: str, token: str | None) -> Any:
-        with self._translate(f"listing ids of namespace {namespace!r}", listing=True):
-            return self._index.list_paginated(
-                namespace=self._api_namespaces.get(namespace, namespace),
-                prefix=prefix or None,
-                limit=LIST_LIMIT,
-                pagination_token=token,
-            )
+    def _list(self, namespace: str, prefix: str, token: str | None) -> tuple[list[str], str | None]:
+        """One page of ids (at most 100) and the token of the next page, if any."""
+        import orjson
+
+        params = {"namespace": self._api_namespaces.get(namespace, namespace)}
+        params["limit"] = str(LIST_LIMIT)
+        if prefix:
+            params["prefix"] = prefix
+        if token is not None:
+            params["paginationToken"] = token
+        doing = f"listing ids of namespace {namespace!r}"
+        content = self._get("/vectors/list", params, doing, listing=True)
+        try:
+            answer = orjson.loads(content)
+            ids = [str(v["id"]) for v in answer.get("vectors") or ()]
+            following = (answer.get("pagination") or {}).get("next")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A pod-based index answers list with a text that is not a list page.
+            raise SourceUnsupported(
+                f"Pinecone index {self.index_name!r} cannot list ids (is it pod-based?): "
+                f"{POD_EXPLANATION}"
+            ) from exc
+        return ids, str(following) if following else None
 
     def _fetch(self, namespace: str, ids: list[str]) -> list[Record]:
         if not ids:
             return []
-        import httpx
-        import orjson
-
-        params = [("ids", i) for i in ids]
+        params: list[tuple[str, str]] = [("ids", i) for i in ids]
         params.append(("namespace", self._api_namespaces.get(namespace, namespace)))
         doing = f"fetching records of namespace {namespace!r}"
+        content = self._get("/vectors/fetch", params, doing)
         try:
-            response = self._http.get("/vectors/fetch", params=params)
-        except httpx.TransportError as exc:  # timeouts, refused and dropped connections
+            return _decode_fetch(namespace, content, ids)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise SourceError(
+                f"Pinecone index {self.index_name!r} sent an answer vec2pg cannot read while "
+                f"{doing}: {exc}"
+            ) from exc
+
+    def _get(self, path: str, params: Any, doing: str, *, listing: bool = False) -> bytes:
+        """The body of a successful GET of the data plane; errors as vec2pg's."""
+        import urllib3
+
+        assert self._http is not None, "describe() first"
+        try:
+            response = self._http.get(path, params)
+        except urllib3.exceptions.HTTPError as exc:  # timeouts, refused and dropped connections
             raise SourceUnavailable(
                 f"Pinecone index {self.index_name!r} did not answer while {doing}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        if response.status_code != 200:
-            raise self._http_error(response, doing)
-        vectors = orjson.loads(response.content).get("vectors") or {}
-        # A listed id missing from the fetch was deleted in between: it is gone at the source.
-        return [_record(namespace, vectors[i]) for i in ids if i in vectors]
+        if response.status != 200:
+            raise self._http_error(response, doing, listing=listing)
+        content: bytes = response.data
+        return content
 
-    def _http_error(self, response: Any, doing: str) -> SourceError:
-        status = response.status_code
+    def _http_error(self, response: Any, doing: str, *, listing: bool = False) -> SourceError:
+        import orjson
+
+        status = response.status
         where = f"Pinecone index {self.index_name!r}"
         try:
-            message = str(response.json()["error"]["message"])
+            message = str(orjson.loads(response.data)["error"]["message"])
         except (ValueError, KeyError, TypeError):
-            message = response.text.strip()[:300] or response.reason_phrase
+            text = response.data.decode("utf-8", "replace").strip()[:300]
+            message = text or response.reason or f"HTTP {status}"
+        if listing and status == 400 and "serverless" in message.lower():
+            return SourceUnsupported(f"{where} cannot list ids: {POD_EXPLANATION}")
         if status in (401, 403):
             return SourceAuthError(
                 f"{where}: Pinecone refused the API key (HTTP {status}): "
@@ -343,6 +379,66 @@ class PineconeSource:
             ) from exc
 
 
+class _DataPlane:
+    """GET requests to an index's host over a pool of kept-alive connections (urllib3).
+
+    A bare host (what the control plane answers) is reached over HTTPS, verified against
+    certifi's certificates (as the SDK and httpx do) or ``SSL_CERT_FILE``; a proxy set in
+    the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...) is used as the SDK would use it.
+    Nothing is retried here: the pipeline retries, and counts what it retried.
+    """
+
+    def __init__(self, host: str, api_key: str, timeout: float, connections: int) -> None:
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        import urllib3
+
+        self.base = base_url(host)
+        parts = urlsplit(self.base)
+        headers = {"Api-Key": api_key, "X-Pinecone-Api-Version": DATA_PLANE_API_VERSION}
+        options: dict[str, Any] = {
+            "headers": headers,
+            "maxsize": connections,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+        }
+        if parts.scheme == "https":
+            import certifi
+
+            options["ca_certs"] = os.environ.get("SSL_CERT_FILE") or certifi.where()
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            self._pool: Any = urllib3.ProxyManager(proxy, **options)
+        else:
+            self._pool = urllib3.PoolManager(**options)
+
+    def get(self, path: str, params: Any) -> Any:
+        url = f"{self.base}{path}?{_query(params)}"
+        return self._pool.request("GET", url, preload_content=True, redirect=False)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+#: Characters a query value may hold as they are (RFC 3986's unreserved ones).
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+def _query(params: dict[str, str] | list[tuple[str, str]]) -> str:
+    """A query string; the 100 ids of a fetch are mostly plain, and quote() is slow."""
+    from urllib.parse import quote
+
+    pairs = params.items() if isinstance(params, dict) else params
+    return "&".join(f"{k}={v if _UNRESERVED.fullmatch(v) else quote(v, safe='')}" for k, v in pairs)
+
+
+def base_url(host: str) -> str:
+    """An index host as a URL: the control plane answers a bare host name, served on HTTPS."""
+    host = host.rstrip("/")
+    return host if "://" in host else f"https://{host}"
+
+
 def _children(parent: _Probe) -> list[str]:
     """Disjoint prefixes, longer than ``parent``'s, that together hold all its other ids."""
     depth = len(parent.prefix)
@@ -365,31 +461,72 @@ def _children(parent: _Probe) -> list[str]:
     return [parent.prefix + c for c in chars]
 
 
-def _ids(page: Any) -> list[str]:
-    return [v.id for v in (page.vectors or [])]
+#: Each thread's simdjson parser: reusing one saves allocating its buffers per answer.
+_parsers = threading.local()
 
 
-def _next_token(page: Any) -> str | None:
-    pagination = getattr(page, "pagination", None)
-    token = getattr(pagination, "next", None) if pagination else None
-    return str(token) if token else None
+def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record]:
+    """The records of a fetch answer, in the order of ``ids``.
+
+    A listed id missing from the answer was deleted in between: it is gone at the source.
+    simdjson parses the answer once; the float arrays are copied out of it as doubles and
+    rounded to float32, as a JSON parser and numpy would (Pinecone stores float32).
+    """
+    import simdjson
+
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        answer = parser.parse(content)
+    except RuntimeError:
+        # Objects of the parser's last document are still referenced (by the traceback
+        # of an answer that failed to decode): a new parser.
+        parser = _parsers.parser = simdjson.Parser()
+        answer = parser.parse(content)
+    return _records(namespace, answer, ids)
 
 
-def _record(namespace: str, vector: dict[str, Any]) -> Record:
-    """A record from one entry of fetch's JSON answer."""
-    vectors: dict[str, Vector | None] = {}
-    values = vector.get("values")
-    if values:
-        vectors[""] = np.array(values, dtype=np.float32)
-    sparse = vector.get("sparseValues")
-    if sparse and sparse.get("indices"):
-        vectors["sparse_embedding"] = SparseVector(
-            np.array(sparse["indices"], dtype=np.int64),
-            np.array(sparse["values"], dtype=np.float32),
+def _records(namespace: str, answer: Any, ids: list[str]) -> list[Record]:
+    vectors = answer.get("vectors") or {}
+    found = [(rid, vectors[rid]) for rid in ids if rid in vectors]
+    dense = _float_rows([vector.get("values") for _, vector in found])
+    records = []
+    for (rid, vector), values in zip(found, dense, strict=True):
+        fields: dict[str, Vector | None] = {}
+        if values is not None:
+            fields[""] = values
+        sparse = vector.get("sparseValues")
+        if sparse is not None and sparse.get("indices"):
+            indices = np.frombuffer(sparse["indices"].as_buffer(of_type="u"), dtype=np.uint64)
+            sparse_values = _float_rows([sparse["values"]])[0]
+            if sparse_values is None:
+                raise ValueError(f"record {rid!r} has sparse indices but no values")
+            fields["sparse_embedding"] = SparseVector(indices.astype(np.int64), sparse_values)
+        metadata = vector.get("metadata")
+        records.append(
+            Record(
+                id=rid,
+                vectors=fields,
+                metadata=None if metadata is None else metadata.as_dict(),
+                namespace=namespace,
+            )
         )
-    return Record(
-        id=str(vector["id"]), vectors=vectors, metadata=vector.get("metadata"), namespace=namespace
-    )
+    return records
+
+
+def _float_rows(arrays: list[Any]) -> list[Any]:
+    """float32 arrays of JSON arrays of numbers (``None`` for a missing or empty one),
+    converted together when they are of one length, as a dense index's are."""
+    buffers = [None if not a else a.as_buffer(of_type="d") for a in arrays]
+    sizes = {len(memoryview(b)) for b in buffers if b is not None}
+    if len(sizes) == 1 and None not in buffers:
+        joined = np.frombuffer(b"".join(buffers), dtype=np.float64)  # type: ignore[arg-type]
+        return list(joined.astype(np.float32).reshape(len(buffers), -1))
+    return [
+        None if b is None else np.frombuffer(b, dtype=np.float64).astype(np.float32)
+        for b in buffers
+    ]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -39,7 +39,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Page
+from vec2pg.sources.base import WHOLE, Call, Page
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -149,7 +149,9 @@ class QdrantSource:
             namespaced=False,
         )
 
-    def partitions(self, namespace: str, count: int | None, want: int) -> tuple[str, ...]:
+    def partitions(
+        self, namespace: str, count: int | None, want: int, call: Call
+    ) -> tuple[str, ...]:
         # A scroll's offset is a point id with no upper bound: one chain.
         return (WHOLE,)
 
