@@ -247,6 +247,40 @@ def test_a_large_namespace_is_listed_in_parallel_prefixes_exactly_once(
     assert server.count("list") > 60 + 16
 
 
+def test_rate_limited_probes_are_retried_one_by_one_while_splitting(server, target, capsys) -> None:
+    """Splitting probes dozens of prefixes at once; Pinecone limits list requests per
+    second. Each refused probe is retried (and the probes slowed down) on its own: the
+    split neither fails nor starts over, and every record arrives once."""
+    server.create_index("big", dimension=8, metric="cosine")
+    rng = random.Random(7)
+    records = dense_records(3000, 8)
+    for r in records:
+        r["id"] = f"{rng.getrandbits(64):016x}"
+    upsert(server, "big", "ns", records)
+    # The first list (the namespace's first page) is answered; the 40 after it, the
+    # split's probes in flight together, are refused.
+    server.hang_next(1, seconds=0, endpoint="list")
+    server.fail_next(40, status=429, retry_after=0, endpoint="list")
+
+    code = run(target, "big", "--concurrency", "8", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 3000
+    assert summary["rate_limited"] == 40
+    assert server.status_counts[("list", 429)] == 40
+    assert_rows_match(target, "big", expected_rows(server, "big"))
+
+
+def test_a_bare_host_from_the_control_plane_is_reached_over_https() -> None:
+    from vec2pg.sources.pinecone import base_url
+
+    assert base_url("docs-abc123.svc.aped-4627-b74a.pinecone.io") == (
+        "https://docs-abc123.svc.aped-4627-b74a.pinecone.io"
+    )
+    assert base_url("http://127.0.0.1:5081/") == "http://127.0.0.1:5081"
+
+
 def test_a_split_prefix_that_is_itself_an_id_and_rare_characters_are_kept(
     server, target, capsys
 ) -> None:

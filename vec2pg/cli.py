@@ -672,9 +672,35 @@ def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> li
     return values
 
 
+def _release_large_blocks() -> None:
+    """Keep a long run's memory flat on glibc.
+
+    glibc maps a block of 128 kB or more and unmaps it on free, but raises that threshold
+    each time such a block is freed; after that the megabyte-sized answers, buffers and
+    arrays a run allocates by the thousand come from the heaps of a dozen threads, which
+    fragment and stay resident (peak RSS grew 25% from 50,000 to 200,000 records). A fixed
+    threshold keeps every large block mapped, and returned to the system when freed.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to do
+        pass
+
+
+#: glibc's mallopt() parameter for the size from which a block is mapped on its own.
+M_MMAP_THRESHOLD = -3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return (and, as a script, exit with) the exit code."""
     from typer.exceptions import Abort, Exit, TyperException
+
+    if sys.platform.startswith("linux"):
+        _release_large_blocks()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("VEC2PG_DEBUG") == "1"
