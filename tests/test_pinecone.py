@@ -224,16 +224,21 @@ def test_an_older_server_that_spells_the_default_namespace_empty(server, target)
     ]
 
 
+def hex_records(n: int, dim: int, *, seed: int, bits: int = 64) -> list[dict[str, Any]]:
+    """``dense_records`` with random hexadecimal ids (hashes, UUIDs): they split widely."""
+    rng = random.Random(seed)
+    records = dense_records(n, dim)
+    for record in records:
+        record["id"] = f"{rng.getrandbits(bits):0{bits // 4}x}"
+    return records
+
+
 def test_a_large_namespace_is_listed_in_parallel_prefixes_exactly_once(
     server, target, capsys
 ) -> None:
     """Hex ids: the namespace splits into prefixes, listed concurrently."""
     server.create_index("big", dimension=8, metric="cosine")
-    rng = random.Random(5)
-    records = dense_records(6000, 8)
-    for r in records:
-        r["id"] = f"{rng.getrandbits(128):032x}"
-    upsert(server, "big", "ns", records)
+    upsert(server, "big", "ns", hex_records(6000, 8, seed=5, bits=128))
     server.latency = 0.03
     server.reset_stats()
 
@@ -252,11 +257,7 @@ def test_rate_limited_probes_are_retried_one_by_one_while_splitting(server, targ
     second. Each refused probe is retried (and the probes slowed down) on its own: the
     split neither fails nor starts over, and every record arrives once."""
     server.create_index("big", dimension=8, metric="cosine")
-    rng = random.Random(7)
-    records = dense_records(3000, 8)
-    for r in records:
-        r["id"] = f"{rng.getrandbits(64):016x}"
-    upsert(server, "big", "ns", records)
+    upsert(server, "big", "ns", hex_records(3000, 8, seed=7))
     # The first list (the namespace's first page) is answered; the 40 after it, the
     # split's probes in flight together, are refused.
     server.hang_next(1, seconds=0, endpoint="list")

@@ -397,10 +397,7 @@ def test_a_large_namespace_is_listed_in_parallel_prefixes(
     server: PineconeServer, target: Target
 ) -> None:
     server.create_index("big", dimension=4, metric="cosine")
-    rng = random.Random(9)
-    records = dense_records(2500, 4)
-    for record in records:
-        record["id"] = f"{rng.getrandbits(64):016x}"
+    records = test_pinecone.hex_records(2500, 4, seed=9)
     upsert(server, "big", "ns", records)
     assert target.cli("pinecone", "big", "--api-key", KEY, "--quiet") == 0
     server.delete("big", "ns", [records[0]["id"]])
