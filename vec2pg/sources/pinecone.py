@@ -308,12 +308,25 @@ class PineconeSource:
         import orjson
 
         status = response.status
-        where = f"Pinecone index {self.index_name!r}"
         try:
             message = str(orjson.loads(response.data)["error"]["message"])
         except (ValueError, KeyError, TypeError):
             text = response.data.decode("utf-8", "replace").strip()[:300]
             message = text or response.reason or f"HTTP {status}"
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        return self._status_error(status, message, doing, retry_after, listing=listing)
+
+    def _status_error(
+        self,
+        status: int,
+        message: str,
+        doing: str,
+        retry_after: float | None,
+        *,
+        listing: bool = False,
+    ) -> SourceError:
+        """vec2pg's error for an HTTP error answer, from the SDK or from our own requests."""
+        where = f"Pinecone index {self.index_name!r}"
         if listing and status == 400 and "serverless" in message.lower():
             return SourceUnsupported(f"{where} cannot list ids: {POD_EXPLANATION}")
         if status in (401, 403):
@@ -323,7 +336,6 @@ class PineconeSource:
             )
         if status == 404:
             return SourceNotFound(f"{where} not found ({message})")
-        retry_after = _retry_after(response.headers.get("retry-after"))
         if status == 429:
             return RateLimited(f"{where} is rate limiting (HTTP 429) while {doing}", retry_after)
         if status >= 500 or status == 408:
@@ -339,7 +351,7 @@ class PineconeSource:
                 close()
 
     @contextmanager
-    def _translate(self, doing: str, *, listing: bool = False) -> Iterator[None]:
+    def _translate(self, doing: str) -> Iterator[None]:
         """Translate the SDK's errors into vec2pg's, naming what we were doing."""
         from pinecone import errors
 
@@ -348,35 +360,13 @@ class PineconeSource:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 yield
-        except (errors.UnauthorizedError, errors.ForbiddenError) as exc:
-            raise SourceAuthError(
-                f"{where}: Pinecone refused the API key (HTTP {exc.status_code}): "
-                "check --api-key or PINECONE_API_KEY"
-            ) from exc
-        except errors.NotFoundError as exc:
-            raise SourceNotFound(f"{where} not found ({_message(exc)})") from exc
-        except errors.RateLimitError as exc:
-            raise RateLimited(
-                f"{where} is rate limiting (HTTP 429) while {doing}", exc.retry_after
-            ) from exc
-        except errors.ServiceError as exc:
-            raise SourceUnavailable(
-                f"{where} answered HTTP {exc.status_code} while {doing}: {_message(exc)}"
-            ) from exc
+        except errors.ApiError as exc:
+            retry_after = getattr(exc, "retry_after", None)  # a RateLimitError's
+            raise self._status_error(exc.status_code, _message(exc), doing, retry_after) from exc
         except (errors.PineconeConnectionError, errors.PineconeTimeoutError) as exc:
             raise SourceUnavailable(f"{where} did not answer while {doing}: {exc}") from exc
         except errors.ResponseParsingError as exc:
-            if listing:  # what a pod-based index answers to list
-                raise SourceUnsupported(
-                    f"{where} cannot list ids (is it pod-based?): {POD_EXPLANATION}"
-                ) from exc
             raise SourceError(f"{where} sent an answer vec2pg cannot read while {doing}") from exc
-        except errors.ApiError as exc:
-            if listing and exc.status_code == 400 and "serverless" in _message(exc).lower():
-                raise SourceUnsupported(f"{where} cannot list ids: {POD_EXPLANATION}") from exc
-            raise SourceError(
-                f"{where} answered HTTP {exc.status_code} while {doing}: {_message(exc)}"
-            ) from exc
 
 
 class _DataPlane:
