@@ -304,6 +304,8 @@ def _run(
             report = plan(source, sink, options)
             typer.echo(json.dumps(report) if common.json_output else plan_text(report))
             return 0
+        if sys.platform.startswith("linux"):
+            _release_large_blocks()
         summary = migrate(source, sink, options, events)
         checked = _verify(source, dsn, common, options) if common.verify else None
     result = summary.as_dict()
@@ -699,8 +701,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return (and, as a script, exit with) the exit code."""
     from typer.exceptions import Abort, Exit, TyperException
 
-    if sys.platform.startswith("linux"):
-        _release_large_blocks()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("VEC2PG_DEBUG") == "1"
