@@ -701,7 +701,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return (and, as a script, exit with) the exit code."""
     from typer.exceptions import Abort, Exit, TyperException
 
-
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("VEC2PG_DEBUG") == "1"
     as_json = "--json" in args
