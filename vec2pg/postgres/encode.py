@@ -1,5 +1,10 @@
 """Check each record against what PostgreSQL and pgvector accept, and turn it into a COPY row.
 
+Rows are made here in binary COPY's own format, field by field (pgvector's binary vector,
+halfvec and sparsevec, jsonb's version byte and text), so that the sink only sends bytes:
+a page of records can then be encoded in another process (:class:`PageEncoder` pickles),
+off the interpreter that writes to PostgreSQL.
+
 A record that cannot be stored as it is raises :class:`~vec2pg.errors.InvalidRecord` with
 its id, namespace and the reason, *before* any of its batch reaches COPY. Nothing is
 altered, with two exceptions that leave every vector exactly as it was: a sparse vector's
@@ -14,12 +19,12 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-from pgvector import HalfVector
 
 from vec2pg.errors import InvalidRecord
 from vec2pg.postgres.layout import (
@@ -45,27 +50,100 @@ _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _SPARSE_HEADER = struct.Struct(">iii")
 #: jsonb's binary format: a version byte, then the JSON text.
 _JSONB_VERSION = b"\x01"
+#: Binary COPY: the stream's header (signature, int32 flags, int32 extension length) and
+#: trailer; each row is an int16 field count, then each field as an int32 length (-1:
+#: NULL) and its bytes.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = b"\xff\xff"
+_FIELD_COUNT = struct.Struct(">h")
+_LENGTH = struct.Struct(">i")
+_NULL = _LENGTH.pack(-1)
+#: A one-dimensional array without NULLs: int32 ndim, int32 flags, int32 element type OID,
+#: then int32 length and int32 lower bound (1).
+_ARRAY_HEADER = struct.Struct(">iiIii")
 
 
-#: Checks a record and returns its COPY row, and whether it had to be altered to fit. The
-#: row's fields are the bytes binary COPY sends (see :attr:`TableLayout.copy_types`), but
-#: for multivectors, which psycopg's array dumper sends.
-RowEncoder = Callable[[Record], tuple[Sequence[Any], bool]]
+#: Checks a record and returns its binary COPY row, and whether it had to be altered to fit.
+RowEncoder = Callable[[Record], tuple[bytes, bool]]
 
 
-def row_encoder(layout: TableLayout, *, strip_nul: bool = False) -> RowEncoder:
-    """Return a function that checks a record and returns its COPY row for ``layout``.
+@dataclass(slots=True)
+class EncodedRows:
+    """A page of records as binary COPY rows, and what could not be encoded."""
+
+    data: bytes  # the rows, back to back, without COPY's header and trailer
+    rows: int
+    altered: int = 0
+    #: Records PostgreSQL cannot store as they are, with the reason, in page order.
+    rejected: list[tuple[Record, str]] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return self.rows + len(self.rejected)
+
+
+class PageEncoder:
+    """Encodes pages of records for one table (see :func:`row_encoder`).
+
+    It pickles as its settings, so that a page can be encoded in another process.
+    ``type_oids`` maps ``vector`` and ``halfvec`` to their type OIDs in the target
+    database, which arrays of them (multivector columns) carry in binary COPY.
+    """
+
+    def __init__(
+        self,
+        layout: TableLayout,
+        *,
+        strip_nul: bool = False,
+        type_oids: Mapping[str, int] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.strip_nul = strip_nul
+        self.type_oids = dict(type_oids or {})
+        self._encode = row_encoder(layout, strip_nul=strip_nul, type_oids=self.type_oids)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_page_encoder, (self.layout, self.strip_nul, self.type_oids))
+
+    def __call__(self, records: Sequence[Record]) -> EncodedRows:
+        rows: list[bytes] = []
+        rejected: list[tuple[Record, str]] = []
+        altered = 0
+        for record in records:
+            try:
+                row, changed = self._encode(record)
+            except InvalidRecord as exc:
+                rejected.append((record, exc.reason))
+                continue
+            rows.append(row)
+            altered += changed
+        return EncodedRows(b"".join(rows), len(rows), altered, rejected)
+
+
+def _page_encoder(layout: TableLayout, strip_nul: bool, type_oids: dict[str, int]) -> PageEncoder:
+    return PageEncoder(layout, strip_nul=strip_nul, type_oids=type_oids)
+
+
+def row_encoder(
+    layout: TableLayout,
+    *,
+    strip_nul: bool = False,
+    type_oids: Mapping[str, int] | None = None,
+) -> RowEncoder:
+    """Return a function that checks a record and returns its binary COPY row for ``layout``.
 
     With ``strip_nul``, NUL characters are removed from metadata strings and keys (the
     record then counts as altered); otherwise a NUL is a reason to refuse the record.
     """
-    checks = [(column.field.name, _vector_check(column)) for column in layout.vectors]
+    oids = type_oids or {}
+    checks = [(column.field.name, _vector_check(column, oids)) for column in layout.vectors]
     known = {column.field.name for column in layout.vectors}
+    count = _FIELD_COUNT.pack(len(layout.column_names))
 
-    def encode(record: Record) -> tuple[Sequence[Any], bool]:
+    def encode(record: Record) -> tuple[bytes, bool]:
         altered = False
         try:
-            row: list[Any] = [_check_text(record.id, "id")]
+            row: list[bytes | None] = [_check_text(record.id, "id")]
             if layout.namespaced:
                 row.append(_check_text(record.namespace, "namespace"))
             extra = record.vectors.keys() - known
@@ -85,9 +163,20 @@ def row_encoder(layout: TableLayout, *, strip_nul: bool = False) -> RowEncoder:
             row.append(_metadata(metadata))
         except ValueError as exc:
             raise InvalidRecord(record.id, record.namespace, str(exc)) from None
-        return row, altered
+        return _copy_row(count, row), altered
 
     return encode
+
+
+def _copy_row(count: bytes, fields: list[bytes | None]) -> bytes:
+    parts = [count]
+    for value in fields:
+        if value is None:
+            parts.append(_NULL)
+        else:
+            parts.append(_LENGTH.pack(len(value)))
+            parts.append(value)
+    return b"".join(parts)
 
 
 def without_nul(value: Any) -> Any:
@@ -169,7 +258,7 @@ def _non_finite(value: Any) -> bool:
     return False
 
 
-def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
+def _vector_check(column: VectorColumn, type_oids: Mapping[str, int]) -> Callable[[Any], bytes]:
     field = column.field
     label = f"vector {field.name!r}" if field.name else "the vector"
 
@@ -177,6 +266,7 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
     # float4 or float2 values.
     header = struct.pack(">HH", field.dim or 0, 0)
     wire = ">f2" if column.halfvec else ">f4"
+    element_size = _LENGTH.pack(len(header) + (field.dim or 0) * np.dtype(wire).itemsize)
 
     def dense(value: np.ndarray) -> bytes:
         if value.ndim != 1 or value.shape[0] != field.dim:
@@ -186,7 +276,7 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
             _check_half(value, label)
         return header + value.astype(wire).tobytes()
 
-    def multi(value: np.ndarray) -> list[Any]:
+    def multi(value: np.ndarray) -> bytes:
         if value.ndim != 2 or value.shape[1] != field.dim:
             raise ValueError(
                 f"{label} is a multivector of shape {value.shape}; "
@@ -195,8 +285,11 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
         _check_finite(value, label)
         if column.halfvec:
             _check_half(value, label)
-            return [HalfVector(v) for v in value]
-        return list(value)
+        # An array of vector or halfvec, each element as `dense` makes it.
+        parts = [_ARRAY_HEADER.pack(1, 0, type_oids[column.storage], len(value), 1)]
+        for element in value.astype(wire):
+            parts += (element_size, header, element.tobytes())
+        return b"".join(parts)
 
     def sparse(value: SparseVector) -> bytes:
         indices, values = value.indices, value.values
@@ -230,7 +323,7 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
             + values.astype(">f4").tobytes()
         )
 
-    checks: dict[VectorKind, Callable[[Any], Any]] = {
+    checks: dict[VectorKind, Callable[[Any], bytes]] = {
         VectorKind.DENSE: dense,
         VectorKind.MULTI: multi,
         VectorKind.SPARSE: sparse,
@@ -238,7 +331,7 @@ def _vector_check(column: VectorColumn) -> Callable[[Any], Any]:
     check = checks[field.kind]
     expected = SparseVector if field.kind is VectorKind.SPARSE else np.ndarray
 
-    def typed(value: Any) -> Any:
+    def typed(value: Any) -> bytes:
         if not isinstance(value, expected):
             raise ValueError(
                 f"{label} is a {type(value).__name__}, expected a {field.kind.value} vector"

@@ -70,13 +70,6 @@ class VectorColumn:
         dense = f"{self.storage}({int(self.field.dim or 0)})"
         return dense if self.field.kind is VectorKind.DENSE else f"{dense}[]"
 
-    @property
-    def copy_type(self) -> str:
-        """How binary COPY sends this column's values: ``bytea`` sends the bytes the row
-        encoder made in pgvector's binary format as they are; a multivector goes through
-        psycopg's array dumper as an array of ``vector`` or ``halfvec``."""
-        return f"{self.storage}[]" if self.field.kind is VectorKind.MULTI else "bytea"
-
     def comment(self, source_kind: str) -> str:
         return json.dumps(
             {
@@ -122,13 +115,6 @@ class TableLayout:
     def sql_types(self) -> list[str]:
         head = ["text", "text"] if self.namespaced else ["text"]
         return [*head, *(v.sql_type for v in self.vectors), "jsonb"]
-
-    @property
-    def copy_types(self) -> list[str]:
-        """What binary COPY is told to send (see :attr:`VectorColumn.copy_type`): the row
-        encoder hands it text, vectors and jsonb already in their binary formats."""
-        head = ["bytea", "bytea"] if self.namespaced else ["bytea"]
-        return [*head, *(v.copy_type for v in self.vectors), "bytea"]
 
 
 def layout_for(

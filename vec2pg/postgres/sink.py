@@ -39,7 +39,7 @@ from vec2pg.errors import (
     TargetStateError,
     TargetUnavailable,
 )
-from vec2pg.postgres.encode import row_encoder
+from vec2pg.postgres.encode import COPY_HEADER, COPY_TRAILER, EncodedRows, PageEncoder
 from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
 from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
@@ -462,6 +462,17 @@ class PostgresSink:
 
     # -- writing ------------------------------------------------------------------------
 
+    def encoder(self) -> PageEncoder:
+        """What turns records into this table's binary COPY rows (picklable: it may run in
+        another process); call it after :meth:`begin`."""
+        assert self.layout is not None
+        oids = {}
+        for name in ("vector", "halfvec"):
+            info = self.conn.adapters.types.get(name)
+            if info is not None:
+                oids[name] = info.oid
+        return PageEncoder(self.layout, strip_nul=self.sync.strip_nul, type_oids=oids)
+
     @contextmanager
     def loader(self) -> Iterator[Loader]:
         """Open a loader; its exit commits what was written, or rolls back on an error."""
@@ -620,7 +631,7 @@ class Loader:
         self._mode = mode
         self._state = state
         self._rejects = rejects
-        self._encode = row_encoder(layout, strip_nul=sink.sync.strip_nul)
+        self.encode = sink.encoder()
         self._copy: Any = None
         self._copy_cm: Any = None
         self._reset_pending()
@@ -642,36 +653,37 @@ class Loader:
         A record PostgreSQL cannot take raises InvalidRecord before any of the batch is
         written, or with a rejects file goes there instead.
         """
-        pending = self._pending_counts.setdefault(batch.namespace, Counts())
-        rows = []
-        rejected = altered = 0
-        for record in batch.records:
-            try:
-                row, changed = self._encode(record)
-            except InvalidRecord as exc:
-                if self._rejects is None:
-                    raise
-                self._rejects.add(record, exc.reason)
-                rejected += 1
-                # Still in the source: --prune must not delete the row it had.
-                self._rejected_keys.append((record.namespace, record.id))
-                continue
-            rows.append(row)
-            altered += changed
+        rows = self.encode(batch.records)
+        self.write_rows(batch.namespace, batch.partition, batch.next_cursor, rows)
+
+    def write_rows(
+        self, namespace: str, partition: str, next_cursor: Cursor, rows: EncodedRows
+    ) -> None:
+        """Write a page that :attr:`encode` made of a chain's records, as :meth:`write`;
+        ``next_cursor`` is the chain's cursor after it (``None``: the chain is done)."""
+        if rows.rejected and self._rejects is None:
+            record, reason = rows.rejected[0]
+            raise InvalidRecord(record.id, record.namespace, reason)
+        pending = self._pending_counts.setdefault(namespace, Counts())
+        for record, reason in rows.rejected:
+            assert self._rejects is not None
+            self._rejects.add(record, reason)
+            # Still in the source: --prune must not delete the row it had.
+            self._rejected_keys.append((record.namespace, record.id))
+        rejected = len(rows.rejected)
         pending.rejected += rejected
-        pending.altered += altered
-        if rows:
+        pending.altered += rows.altered
+        if rows.rows:
             copy = self._copy or self._open_copy()
-            for row in rows:
-                copy.write_row(row)
-        chain = (batch.namespace, batch.partition)
-        self._pending_cursors[chain] = DONE if batch.next_cursor is None else batch.next_cursor
-        self._chain_records[chain] = self._chain_records.get(chain, 0) + len(rows)
+            copy.write(rows.data)
+        chain = (namespace, partition)
+        self._pending_cursors[chain] = DONE if next_cursor is None else next_cursor
+        self._chain_records[chain] = self._chain_records.get(chain, 0) + rows.rows
         self._chain_rejected[chain] = self._chain_rejected.get(chain, 0) + rejected
-        pending.read += len(batch.records)
+        pending.read += rows.read
         if self._mode != "merge":
-            pending.inserted += len(rows)
-        self._pending_rows += len(rows)
+            pending.inserted += rows.rows
+        self._pending_rows += rows.rows
         if (
             self._pending_rows >= self._sink.commit_rows
             or time.monotonic() - self._since >= COMMIT_SECONDS
@@ -694,12 +706,15 @@ class Loader:
         )
         self._copy_cm = self._conn.cursor().copy(statement)
         self._copy = self._copy_cm.__enter__()
-        self._copy.set_types(self._layout.copy_types)
+        # Rows are written as blocks of binary COPY (see vec2pg.postgres.encode): the
+        # stream's header and trailer are ours to send too.
+        self._copy.write(COPY_HEADER)
         return self._copy
 
     def commit(self) -> None:
         if self._copy_cm is not None:
-            cm, self._copy_cm, self._copy = self._copy_cm, None, None
+            copy, cm, self._copy_cm, self._copy = self._copy, self._copy_cm, None, None
+            copy.write(COPY_TRAILER)
             cm.__exit__(None, None, None)
         if self._mode == "merge" and self._pending_rows:
             self._merge()
