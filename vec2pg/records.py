@@ -101,6 +101,10 @@ class SourceInfo:
     #: False when the source holds only some of the collection's records (a rejects file):
     #: rows it lacks are then not stale, and --prune is refused.
     complete: bool = True
+    #: True when the source's pages can be read apart from their decoding
+    #: (:attr:`vec2pg.sources.base.Page.read`): the pipeline may then decode them in other
+    #: processes.
+    raw_pages: bool = False
 
     @property
     def total(self) -> int | None:

@@ -13,6 +13,9 @@ Reading is split so that the pipeline can keep several requests in flight:
   whole read where it does not (a Qdrant scroll). Different chains run concurrently.
 * :meth:`Page.load` turns the page into records. The pipeline calls it from a thread pool,
   several at once, and hands the results to the sink in page order within each chain.
+  Where turning an answer into records costs more CPU than fetching it (Pinecone's JSON
+  floats), a page also offers :attr:`Page.read`: the answer as it came (:class:`Raw`),
+  with a pure function that decodes it, which the pipeline may run in another process.
 
 ``vec2pg verify`` needs two more things of a source (:class:`VerifiableSource`): every id
 of a chain without the records (:meth:`~VerifiableSource.page_ids`), and a few chosen
@@ -40,6 +43,16 @@ FETCH_MAX_IDS = 100
 
 
 @dataclass(frozen=True, slots=True)
+class Raw:
+    """A page's answer as the source sent it, and how it becomes records:
+    ``decode(payload)``, a pure function that pickles (a module's function or a
+    ``functools.partial`` of one), so that any process can run it."""
+
+    payload: bytes
+    decode: Callable[[bytes], list[Record]]
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page of a namespace: how to load its records, and where the next page starts."""
 
@@ -49,6 +62,9 @@ class Page:
     #: The ids of the page's records, when the source knows them before ``load`` (a
     #: Pinecone list page, a page from :meth:`VerifiableSource.page_ids`); else ``None``.
     ids: list[str] | None = None
+    #: ``load`` in two halves, where the source offers them (see :class:`Raw`): ``read()``
+    #: does the requests, and ``raw.decode(raw.payload)`` is what ``load()`` returns.
+    read: Callable[[], Raw] | None = None
 
 
 class Source(Protocol):

@@ -52,7 +52,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Call, Page
+from vec2pg.sources.base import WHOLE, Call, Page, Raw
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -164,6 +164,7 @@ class PineconeSource:
             fields=tuple(fields),
             namespaces=tuple(namespaces),
             namespaced=True,
+            raw_pages=True,
         )
 
     def partitions(
@@ -230,14 +231,16 @@ class PineconeSource:
 
     def page(self, namespace: str, partition: str, cursor: Cursor) -> Page:
         if partition.startswith(_EXACT):
-            ids = [partition[len(_EXACT) :]]
-            return Page(
-                load=partial(self._fetch, namespace, ids), next_cursor=None, size=1, ids=ids
-            )
-        prefix = partition[len(_PREFIX) :] if partition != WHOLE else ""
-        ids, token = self._list(namespace, prefix, None if cursor is None else str(cursor))
+            ids, token = [partition[len(_EXACT) :]], None
+        else:
+            prefix = partition[len(_PREFIX) :] if partition != WHOLE else ""
+            ids, token = self._list(namespace, prefix, None if cursor is None else str(cursor))
         return Page(
-            load=partial(self._fetch, namespace, ids), next_cursor=token, size=len(ids), ids=ids
+            load=partial(self._fetch, namespace, ids),
+            next_cursor=token,
+            size=len(ids),
+            ids=ids,
+            read=partial(self._read, namespace, ids),
         )
 
     def page_ids(self, namespace: str, partition: str, cursor: Cursor) -> Page:
@@ -273,19 +276,18 @@ class PineconeSource:
         return ids, str(following) if following else None
 
     def _fetch(self, namespace: str, ids: list[str]) -> list[Record]:
+        raw = self._read(namespace, ids)
+        return raw.decode(raw.payload)
+
+    def _read(self, namespace: str, ids: list[str]) -> Raw:
+        """The fetch answer for ``ids``; decoding it is :func:`decode_fetch`'s work."""
+        decode = partial(decode_fetch, self.index_name, namespace, ids)
         if not ids:
-            return []
+            return Raw(b'{"vectors": {}}', decode)
         params: list[tuple[str, str]] = [("ids", i) for i in ids]
         params.append(("namespace", self._api_namespaces.get(namespace, namespace)))
-        doing = f"fetching records of namespace {namespace!r}"
-        content = self._get("/vectors/fetch", params, doing)
-        try:
-            return _decode_fetch(namespace, content, ids)
-        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-            raise SourceError(
-                f"Pinecone index {self.index_name!r} sent an answer vec2pg cannot read while "
-                f"{doing}: {exc}"
-            ) from exc
+        content = self._get("/vectors/fetch", params, _fetching(namespace))
+        return Raw(content, decode)
 
     def _get(self, path: str, params: Any, doing: str, *, listing: bool = False) -> bytes:
         """The body of a successful GET of the data plane; errors as vec2pg's."""
@@ -455,6 +457,22 @@ def _children(parent: _Probe) -> list[str]:
 _parsers = threading.local()
 
 
+def _fetching(namespace: str) -> str:
+    return f"fetching records of namespace {namespace!r}"
+
+
+def decode_fetch(index: str, namespace: str, ids: list[str], content: bytes) -> list[Record]:
+    """The records of index ``index``'s fetch answer ``content`` for ``ids`` of
+    ``namespace`` (:class:`~vec2pg.sources.base.Raw`'s decode: it may run in any process)."""
+    try:
+        return _decode_fetch(namespace, content, ids)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise SourceError(
+            f"Pinecone index {index!r} sent an answer vec2pg cannot read while "
+            f"{_fetching(namespace)}: {exc}"
+        ) from exc
+
+
 def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record]:
     """The records of a fetch answer, in the order of ``ids``.
 
@@ -510,13 +528,15 @@ def _float_rows(arrays: list[Any]) -> list[Any]:
     converted together when they are of one length, as a dense index's are."""
     buffers = [None if not a else a.as_buffer(of_type="d") for a in arrays]
     sizes = {len(memoryview(b)) for b in buffers if b is not None}
-    if len(sizes) == 1 and None not in buffers:
-        joined = np.frombuffer(b"".join(buffers), dtype=np.float64)  # type: ignore[arg-type]
-        return list(joined.astype(np.float32).reshape(len(buffers), -1))
-    return [
-        None if b is None else np.frombuffer(b, dtype=np.float64).astype(np.float32)
-        for b in buffers
-    ]
+    # A value beyond float32 becomes infinity, which the sink refuses with the record's id.
+    with np.errstate(over="ignore"):
+        if len(sizes) == 1 and None not in buffers:
+            joined = np.frombuffer(b"".join(buffers), dtype=np.float64)  # type: ignore[arg-type]
+            return list(joined.astype(np.float32).reshape(len(buffers), -1))
+        return [
+            None if b is None else np.frombuffer(b, dtype=np.float64).astype(np.float32)
+            for b in buffers
+        ]
 
 
 def _retry_after(value: str | None) -> float | None:
