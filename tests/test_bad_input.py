@@ -198,8 +198,9 @@ def test_rejects_without_skip_is_a_usage_error(storage, target, capsys, tmp_path
     assert capsys.readouterr().err.strip() == "vec2pg: error: --rejects goes with --on-error skip"
 
 
+@pytest.mark.parametrize("processes", ["0", "2"], ids=["threads", "processes"])
 def test_pinecone_records_beyond_pgvector_are_skipped_and_reloaded(
-    pinecone_server, target, capsys, tmp_path
+    pinecone_server, target, capsys, tmp_path, processes
 ) -> None:
     from test_pinecone import KEY, dense_records, expected_rows, upsert
 
@@ -221,6 +222,8 @@ def test_pinecone_records_beyond_pgvector_are_skipped_and_reloaded(
         "--rejects",
         str(rejects),
         "--json",
+        "--processes",
+        processes,
     )
 
     assert code == ExitCode.REJECTED

@@ -92,16 +92,26 @@ def run(target, *args: str) -> int:
     return target.cli("pinecone", *args, "--api-key", KEY)
 
 
-def test_every_namespace_dense_and_sparse_arrives_exactly(server, target, capsys) -> None:
+#: Decoded by the reading threads (the default below 20,000 records) or by 2 processes.
+PROCESSES = pytest.mark.parametrize(
+    "processes", [[], ["--processes", "2"]], ids=["threads", "processes"]
+)
+
+
+@PROCESSES
+def test_every_namespace_dense_and_sparse_arrives_exactly(
+    server, target, capsys, processes
+) -> None:
     server.create_index("hybrid", dimension=16, metric="dotproduct")
     upsert(server, "hybrid", "", dense_records(250, 16, sparse=True))  # default namespace
     upsert(server, "hybrid", "tenant-a", dense_records(130, 16, sparse=True, seed=1))
     upsert(server, "hybrid", "tenant-b", dense_records(7, 16, seed=2))
 
-    code = run(target, "hybrid", "--json")
+    code = run(target, "hybrid", "--json", *processes)
 
     assert code == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
+    assert summary["processes"] == (2 if processes else 0)
     assert {
         name: (ns["expected"], ns["read"], ns["inserted"])
         for name, ns in summary["namespaces"].items()
@@ -163,8 +173,9 @@ def test_a_sparse_only_index_has_no_dense_column(server, target) -> None:
     assert columns == ["id", "namespace", "sparse_embedding", "metadata"]
 
 
+@PROCESSES
 def test_a_sparse_index_beyond_pgvectors_dimension_is_refused_with_the_record(
-    server, target, capsys
+    server, target, capsys, processes
 ) -> None:
     server.create_index("sparse", metric="dotproduct", vector_type="sparse")
     upsert(
@@ -177,7 +188,7 @@ def test_a_sparse_index_beyond_pgvectors_dimension_is_refused_with_the_record(
         ],
     )
 
-    code = run(target, "sparse")
+    code = run(target, "sparse", *processes)
 
     assert code == ExitCode.INVALID_RECORD
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

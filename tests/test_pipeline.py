@@ -6,15 +6,18 @@ The sink is real: every test writes to PostgreSQL and checks what is there after
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pytest
 
-from vec2pg.errors import InvalidRecord, SourceUnavailable
+from vec2pg.errors import InvalidRecord, SourceUnavailable, Vec2pgError
 from vec2pg.pipeline import Options, RetryPolicy, migrate
 from vec2pg.postgres import PostgresSink
 from vec2pg.records import (
@@ -27,7 +30,7 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Call, Page
+from vec2pg.sources.base import WHOLE, Call, Page, Raw
 
 DIM = 4
 
@@ -47,8 +50,10 @@ class FakeSource:
         bad: dict[str, Record] | None = None,
         load_delay: float = 0.0,
         failures: int = 0,
+        raw: bool = False,
     ) -> None:
         self.namespaces = namespaces
+        self.raw = raw  # pages come with read(): decoded by decode_pickled
         self.page_size = page_size
         self.bad = bad or {}
         self.load_delay = load_delay
@@ -69,6 +74,7 @@ class FakeSource:
             ),
             namespaces=tuple(Namespace(n, c) for n, c in self.namespaces.items()),
             namespaced=True,
+            raw_pages=self.raw,
         )
 
     def partitions(
@@ -81,8 +87,14 @@ class FakeSource:
         end = min(start + self.page_size, self.namespaces[namespace])
         nxt: Cursor = end if end < self.namespaces[namespace] else None
         return Page(
-            load=lambda: self._load(namespace, start, end), next_cursor=nxt, size=end - start
+            load=lambda: self._load(namespace, start, end),
+            next_cursor=nxt,
+            size=end - start,
+            read=partial(self._read, namespace, start, end) if self.raw else None,
         )
+
+    def _read(self, namespace: str, start: int, end: int) -> Raw:
+        return Raw(pickle.dumps(self._load(namespace, start, end)), decode_pickled)
 
     def _load(self, namespace: str, start: int, end: int) -> list[Record]:
         with self._lock:
@@ -119,6 +131,15 @@ class FakeSource:
 
     def close(self) -> None:
         pass
+
+
+def decode_pickled(payload: bytes) -> list[Record]:
+    """A raw FakeSource page's decoding, which a decoding process runs; a record with the
+    id ``die`` ends that process."""
+    records: list[Record] = pickle.loads(payload)
+    if any(record.id == "die" for record in records):
+        os._exit(3)
+    return records
 
 
 def run(target, source: FakeSource, **options: Any) -> Any:
@@ -169,18 +190,18 @@ def test_memory_is_bounded_pages_in_flight(target) -> None:
     source.page = page  # type: ignore[method-assign]
     import vec2pg.postgres.sink as sink_module
 
-    real_write = sink_module.Loader.write
+    real_write = sink_module.Loader.write_rows
 
-    def write(self: Any, batch: Any) -> int:
+    def write(self: Any, *args: Any) -> None:
         time.sleep(0.001)
         written_pages[0] += 1
-        return real_write(self, batch)
+        real_write(self, *args)
 
-    sink_module.Loader.write = write  # type: ignore[method-assign]
+    sink_module.Loader.write_rows = write  # type: ignore[method-assign]
     try:
         run(target, source, concurrency=2)
     finally:
-        sink_module.Loader.write = real_write  # type: ignore[method-assign]
+        sink_module.Loader.write_rows = real_write  # type: ignore[method-assign]
     assert max(seen_ahead) <= 2 * 2 + 2 + 1
 
 
@@ -202,8 +223,14 @@ class SplitSource(FakeSource):
         nxt: Cursor = start + 20 if start + 20 < self.namespaces[namespace] else None
         self.chains.append((namespace, partition))
         return Page(
-            load=lambda: self._load(namespace, start, end), next_cursor=nxt, size=end - start
+            load=lambda: self._load(namespace, start, end),
+            next_cursor=nxt,
+            size=end - start,
+            read=partial(self._read, namespace, start, end) if self.raw else None,
         )
+
+    def _read(self, namespace: str, start: int, end: int) -> Raw:
+        return Raw(pickle.dumps(self._load(namespace, start, end)), decode_pickled)
 
 
 def test_partitions_of_a_namespace_are_read_concurrently_once(target) -> None:
@@ -393,3 +420,50 @@ def test_sparse_vectors_are_stored_in_index_order_without_explicit_zeros(target)
     assert target.query(
         f'SELECT sparse::text FROM "{target.schema}".things WHERE id = %s', ["a-00001"]
     ) == [("{8:7,31:3}/1000000000",)]
+
+
+# -- decoding processes -------------------------------------------------------------
+
+
+def test_pages_decoded_in_processes_arrive_exactly_and_in_order(target) -> None:
+    source = FakeSource({"a": 205, "": 3, "b": 97}, page_size=7, load_delay=0.01, raw=True)
+
+    summary = run(target, source, concurrency=4, processes=2)
+
+    assert (summary.processes, summary.written, summary.read) == (2, 305, 305)
+    assert len(stored(target)) == 305
+    row = target.query(
+        f'SELECT embedding::text, sparse::text, metadata FROM "{target.schema}".things WHERE namespace = %s AND id = %s',
+        ["b", "b-00096"],
+    )
+    assert row == [("[96,97,98,99]", "{97:1,107:2}/1000000000", {"i": 96})]
+
+
+def test_an_invalid_record_decoded_in_a_process_stops_the_run_as_in_one(target) -> None:
+    record = bad_record(
+        "a-00015", vectors={"": np.array([1.0, np.nan, 0.0, 0.0], dtype=np.float32)}
+    )
+    source = FakeSource({"a": 40}, page_size=10, bad={record.id: record}, raw=True)
+
+    with pytest.raises(InvalidRecord) as caught:
+        run(target, source, commit_rows=10, processes=1)
+
+    assert str(caught.value) == (
+        "record 'a-00015' in namespace 'a': the vector contains nan; "
+        "PostgreSQL vectors hold only finite numbers"
+    )
+    assert stored(target) == [("a", f"a-{i:05d}") for i in range(10)]
+
+
+def test_a_decoding_process_that_dies_stops_the_run_with_what_happened(target) -> None:
+    dying = Record("die", {"": dense(0)}, None, "a")
+    source = FakeSource({"a": 40}, page_size=10, bad={"a-00025": dying}, raw=True)
+
+    with pytest.raises(Vec2pgError) as caught:
+        run(target, source, commit_rows=10, processes=1)
+
+    assert str(caught.value).startswith("a process decoding records ended unexpectedly (")
+    assert str(caught.value).endswith(
+        "); was it killed, or out of memory? --processes 0 decodes in the main process"
+    )
+    assert len(stored(target)) in (10, 20)  # what committed before; never a half page

@@ -243,6 +243,7 @@ def _run(
     namespaces: Sequence[str] = (),
     *,
     verify_only: bool = False,
+    processes: int | None = None,
 ) -> int:
     """Run one migration (or its dry run, or only its verification); return the exit code."""
     from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
@@ -268,6 +269,8 @@ def _run(
         concurrency=common.concurrency,
         retry=RetryPolicy(attempts=common.retries),
         namespaces=tuple(namespaces),
+        processes=processes,
+        flat_memory=sys.platform.startswith("linux"),
     )
     rejects = common.rejects
     if common.on_error is OnError.skip and rejects is None:
@@ -304,8 +307,6 @@ def _run(
             report = plan(source, sink, options)
             typer.echo(json.dumps(report) if common.json_output else plan_text(report))
             return 0
-        if sys.platform.startswith("linux"):
-            _release_large_blocks()
         summary = migrate(source, sink, options, events)
         checked = _verify(source, dsn, common, options) if common.verify else None
     result = summary.as_dict()
@@ -481,6 +482,17 @@ def pinecone(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")
     ] = 30.0,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=0,
+            max=64,
+            help="Processes that decode the fetched records. Default: one per CPU (up to 4) "
+            "for 20,000 records or more. 0: the reading threads decode.",
+            show_default=False,
+        ),
+    ] = None,
     dsn: Dsn = None,
     embedded: Embedded = False,
     schema: Schema = "vec2pg",
@@ -528,7 +540,7 @@ def pinecone(
         )
 
     common = _Common.of(locals())
-    return _run(make_source, common, namespaces, verify_only=_verifying(ctx))
+    return _run(make_source, common, namespaces, verify_only=_verifying(ctx), processes=processes)
 
 
 @app.command(no_args_is_help=True)
@@ -672,29 +684,6 @@ def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> li
         if values[i] is None:
             values[i] = default
     return values
-
-
-def _release_large_blocks() -> None:
-    """Keep a long run's memory flat on glibc.
-
-    glibc maps a block of 128 kB or more and unmaps it on free, but raises that threshold
-    each time such a block is freed; after that the megabyte-sized answers, buffers and
-    arrays a run allocates by the thousand come from the heaps of a dozen threads, which
-    fragment and stay resident (peak RSS grew 25% from 50,000 to 200,000 records). A fixed
-    threshold keeps every large block mapped, and returned to the system when freed.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to do
-        pass
-
-
-#: glibc's mallopt() parameter for the size from which a block is mapped on its own.
-M_MMAP_THRESHOLD = -3
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,11 @@ calling thread writes the loaded pages, in page order within each chain. A bound
 between them keeps memory flat: at most ``2 * concurrency`` pages wait for the writer,
 however large the collection.
 
+Where the source's pages come in two halves (:attr:`~vec2pg.sources.base.Page.read`), the
+workers only make the requests, and a pool of processes decodes the answers and encodes
+the rows (:mod:`vec2pg.workers`): that work holds the GIL, and one interpreter could not
+keep up with the network. The writer then only sends bytes.
+
 Transient failures (:class:`~vec2pg.errors.Transient`) are retried with exponential backoff
 and full jitter, honouring a server's Retry-After, up to ``RetryPolicy.attempts`` tries.
 Rate limiting (HTTP 429) is never fatal while the source still answers within
@@ -23,17 +28,21 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from vec2pg.errors import ConfigError, RateLimited, TargetUnavailable, Transient
+from vec2pg import workers
+from vec2pg.errors import ConfigError, RateLimited, TargetUnavailable, Transient, Vec2pgError
+from vec2pg.memory import release_large_blocks
+from vec2pg.postgres.encode import EncodedRows, PageEncoder
 from vec2pg.postgres.sink import Counts, Loader, Plan, PostgresSink
 from vec2pg.postgres.state import DONE
-from vec2pg.records import Batch, Cursor, Namespace, SourceInfo
+from vec2pg.records import Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import Page, Source
 
 T = TypeVar("T")
@@ -84,6 +93,14 @@ class Options:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     namespaces: tuple[str, ...] = ()  # restrict to these; empty: all
+    #: Processes that decode and encode pages (see :mod:`vec2pg.workers`); 0: none, the
+    #: threads do it; ``None``: :func:`vec2pg.workers.default_count` (the command line's
+    #: default). They are started with ``spawn``, which imports the calling script again:
+    #: it must then guard its main code with ``if __name__ == "__main__":``.
+    processes: int | None = 0
+    #: Tune glibc's malloc to keep memory flat when this process's threads decode pages
+    #: (:func:`vec2pg.memory.release_large_blocks`); the command line does.
+    flat_memory: bool = False
     #: Times a lost PostgreSQL connection is re-established, resuming from the last commit.
     reconnects: int = 5
 
@@ -121,6 +138,7 @@ class Summary:
     retries: int = 0
     rate_limited: int = 0
     reconnects: int = 0
+    processes: int = 0  # that decoded pages
     indexes: list[str] = field(default_factory=list)
     namespaces: dict[str, NamespaceSummary] = field(default_factory=dict)
 
@@ -170,6 +188,7 @@ class Summary:
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "reconnects": self.reconnects,
+            "processes": self.processes,
             "indexes": self.indexes,
             "matches_source": self.matches_source,
             "namespaces": {name: ns.as_dict() for name, ns in self.namespaces.items()},
@@ -233,45 +252,54 @@ def migrate(
     # Splitting a namespace (Pinecone) makes many small requests, a page of ids each,
     # before any record is read: more of them in flight than while reading.
     split_call = retrier.limited(max(SPLIT_IN_FLIGHT, 2 * options.concurrency))
+    processes = 0
+    if info.raw_pages:
+        wanted = options.processes
+        processes = workers.default_count(total) if wanted is None else wanted
+    summary.processes = processes
+    if options.flat_memory and not processes:
+        release_large_blocks()
     shown = False
-    for attempt in range(options.reconnects + 1):
-        try:
-            plan = sink.begin(info, restricted)
-            summary.target, summary.mode = sink.display, plan.mode
-            summary.resumed = summary.resumed or plan.resumed
-            # A fresh run's chains; a resumed one's for namespaces it did not have yet.
-            started_namespaces = {ns for ns, _ in plan.chains}
-            missing = [ns for ns in namespaces if ns.name not in started_namespaces]
-            if missing:
-                sink.start_chains(
-                    [
-                        (ns.name, key)
-                        for ns in missing
-                        # Two chains (or more) per reader, so that no long one is left to the end.
-                        for key in source.partitions(
-                            ns.name, ns.count, 2 * options.concurrency, split_call
-                        )
-                    ]
-                )
-            if not shown:
-                events.started(info, summary.target, total)
-                shown = True
-            _copy(source, sink, plan, options, retrier, events, counts)
-            summary.seconds = time.monotonic() - started
-            summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
-            stale = sink.finish(counts, lambda found: _finished(summary, counts, found))
-            break
-        except TargetUnavailable as exc:
-            if attempt == options.reconnects:
+    with _Decoders(processes) as decoders:
+        for attempt in range(options.reconnects + 1):
+            try:
+                plan = sink.begin(info, restricted)
+                summary.target, summary.mode = sink.display, plan.mode
+                summary.resumed = summary.resumed or plan.resumed
+                decoders.start(sink.encoder())  # while the chains are being split
+                # A fresh run's chains; a resumed one's for namespaces it did not have yet.
+                started_namespaces = {ns for ns, _ in plan.chains}
+                missing = [ns for ns in namespaces if ns.name not in started_namespaces]
+                if missing:
+                    sink.start_chains(
+                        [
+                            (ns.name, key)
+                            for ns in missing
+                            # Two chains (or more) per reader: no long one is left to the end.
+                            for key in source.partitions(
+                                ns.name, ns.count, 2 * options.concurrency, split_call
+                            )
+                        ]
+                    )
+                if not shown:
+                    events.started(info, summary.target, total)
+                    shown = True
+                _copy(source, sink, plan, options, retrier, events, counts, decoders.pool)
+                summary.seconds = time.monotonic() - started
+                summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
+                stale = sink.finish(counts, lambda found: _finished(summary, counts, found))
+                break
+            except TargetUnavailable as exc:
+                if attempt == options.reconnects:
+                    raise
+                summary.reconnects += 1
+                wait = min(30.0, options.retry.initial * 2**attempt)
+                events.retrying(f"{exc}; reconnecting", attempt + 1, wait)
+                sink.close()
+                time.sleep(wait)
+            except BaseException as exc:
+                sink.record_failure(str(exc) or type(exc).__name__)
                 raise
-            summary.reconnects += 1
-            wait = min(30.0, options.retry.initial * 2**attempt)
-            events.retrying(f"{exc}; reconnecting", attempt + 1, wait)
-            sink.close()
-            time.sleep(wait)
-        except BaseException as exc:
-            sink.record_failure(str(exc) or type(exc).__name__)
-            raise
     _finished(summary, counts, stale)
     if sink.index is not None:
         # Load first, index after (pgvector's advice): a whole table, one build.
@@ -316,15 +344,17 @@ def _copy(
     retrier: _Retrier,
     events: Events,
     counts: dict[str, Counts],
+    decoders: ProcessPoolExecutor | None,
 ) -> None:
     """Read every unfinished chain of ``plan`` into the sink; add what committed to counts."""
     start = {chain: cursor for chain, cursor in plan.chains.items() if cursor != DONE}
     loader: Loader | None = None
     try:
         with sink.loader() as loader:
-            for batch in _Reader(source, start, options, retrier).batches():
-                loader.write(batch)
-                events.advanced(batch.namespace, len(batch.records))
+            reader = _Reader(source, start, options, retrier, loader.encode, decoders)
+            for chain, rows, next_cursor in reader.pages():
+                loader.write_rows(chain.namespace, chain.partition, next_cursor, rows)
+                events.advanced(chain.namespace, rows.read)
     finally:
         if loader is not None:
             for name, committed in loader.counts.items():
@@ -428,8 +458,28 @@ class _Chain:
 _DONE = object()
 
 
+class _Decoders:
+    """The processes that decode pages (:mod:`vec2pg.workers`): started once the table,
+    and so the rows' encoding, is known; stopped on leaving."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self, encoder: PageEncoder) -> None:
+        if self.count and self.pool is None:
+            self.pool = workers.start(self.count, encoder)
+
+    def __enter__(self) -> _Decoders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Reader:
-    """Walks every chain of every namespace and yields loaded batches in chain order."""
+    """Walks every chain of every namespace and yields its pages' rows in chain order."""
 
     def __init__(
         self,
@@ -437,16 +487,20 @@ class _Reader:
         start: dict[tuple[str, str], Any],
         options: Options,
         retrier: _Retrier,
+        encode: PageEncoder,
+        decoders: ProcessPoolExecutor | None,
     ) -> None:
         self._source = source
         self._start = start
         self._options = options
         self._retrier = retrier
+        self._encode = encode
+        self._decoders = decoders
         self._chains: queue.Queue[_Chain | None] = queue.Queue()
         self._pages: queue.Queue[Any] = queue.Queue(maxsize=2 * options.concurrency)
         self._stop = threading.Event()
 
-    def batches(self) -> Iterator[Batch]:
+    def pages(self) -> Iterator[tuple[_Chain, EncodedRows, Cursor]]:
         concurrency = self._options.concurrency
         for (namespace, partition), cursor in sorted(self._start.items()):
             self._chains.put(_Chain(namespace, partition, cursor))
@@ -464,7 +518,7 @@ class _Reader:
                 if isinstance(item, BaseException):
                     raise item
                 chain, loaded, next_cursor = item
-                yield Batch(chain.namespace, loaded.result(), next_cursor, chain.partition)
+                yield chain, loaded.result(), next_cursor
                 chains -= next_cursor is None
         finally:
             self._stop.set()
@@ -507,7 +561,7 @@ class _Reader:
                     page: Page = self._retrier.call(
                         self._source.page, chain.namespace, chain.partition, cursor
                     )
-                    loaded: Future[Any] = pool.submit(self._retrier.call, page.load)
+                    loaded: Future[EncodedRows] = pool.submit(self._load, page)
                     if not self._put((chain, loaded, page.next_cursor)):
                         return
                     if page.next_cursor is None:
@@ -515,3 +569,17 @@ class _Reader:
                     cursor = page.next_cursor
         except BaseException as exc:  # handed to the writer, which raises it
             self._put(exc)
+
+    def _load(self, page: Page) -> EncodedRows:
+        """The page's records as COPY rows: decoded in a process of the pool if the page
+        can be read apart from its decoding, else here."""
+        if self._decoders is None or page.read is None:
+            return self._encode(self._retrier.call(page.load))
+        raw = self._retrier.call(page.read)
+        try:
+            return self._decoders.submit(workers.decode, raw).result()
+        except BrokenProcessPool as exc:
+            raise Vec2pgError(
+                f"a process decoding records ended unexpectedly ({exc}); was it killed, or "
+                "out of memory? --processes 0 decodes in the main process"
+            ) from exc

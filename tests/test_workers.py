@@ -1,0 +1,71 @@
+"""Decoding pages in other processes (vec2pg.workers): what crosses the process boundary."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+
+from vec2pg import workers
+from vec2pg.errors import SourceError
+from vec2pg.postgres.encode import PageEncoder
+from vec2pg.postgres.layout import layout_for
+from vec2pg.records import Metric, Namespace, SourceInfo, VectorField, VectorKind
+from vec2pg.sources.base import Raw
+from vec2pg.sources.pinecone import decode_fetch
+
+LAYOUT = layout_for(
+    SourceInfo(
+        kind="pinecone",
+        collection="idx",
+        location="memory",
+        fields=(VectorField("", VectorKind.DENSE, 2, Metric.COSINE),),
+        namespaces=(Namespace("ns", 2),),
+        namespaced=True,
+    ),
+    "vec2pg",
+    None,
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with workers.start(1, PageEncoder(LAYOUT)) as pool:
+        yield pool
+
+
+def test_a_page_is_decoded_and_encoded_in_another_process(pool) -> None:
+    answer = b'{"vectors": {"b": {"id": "b", "values": [0.5, 1e40]}, "a": {"id": "a", "values": [1, 2]}}}'
+    raw = Raw(answer, partial(decode_fetch, "idx", "ns", ["a", "b", "gone"]))
+
+    rows = pool.submit(workers.decode, raw).result()
+
+    assert rows.data == PageEncoder(LAYOUT)(raw.decode(raw.payload)).data
+    assert (rows.rows, [(r.id, reason) for r, reason in rows.rejected]) == (
+        1,
+        [("b", "the vector contains inf; PostgreSQL vectors hold only finite numbers")],
+    )
+
+
+def test_an_answer_that_cannot_be_read_is_the_sources_error_in_the_calling_process(pool) -> None:
+    raw = Raw(b'{"vectors": {"a": {"values": [1', partial(decode_fetch, "idx", "ns", ["a"]))
+
+    with pytest.raises(SourceError) as caught:
+        pool.submit(workers.decode, raw).result()
+
+    assert str(caught.value).startswith(
+        "Pinecone index 'idx' sent an answer vec2pg cannot read while fetching records of "
+        "namespace 'ns': "
+    )
+
+
+@pytest.mark.parametrize(
+    ("cpus", "records", "expected"),
+    [(1, 10**6, 0), (2, 19_999, 0), (2, 20_000, 2), (8, 10**6, 4), (2, None, 0)],
+)
+def test_processes_are_used_for_large_collections_on_several_cpus(
+    monkeypatch, cpus, records, expected
+) -> None:
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: cpus)
+
+    assert workers.default_count(records) == expected

@@ -1,0 +1,67 @@
+"""Decoding and encoding pages in other processes.
+
+A Pinecone fetch answer holds about 11 kB of JSON per 1,024-dim record. Turning it into
+float32 vectors and then into binary COPY rows costs some 80 us of CPU per record, all of
+it with Python's GIL held (simdjson and orjson keep it), which capped a run at about
+7,000 records/s however many cores the machine has. So the pipeline's threads only make
+the requests (their network waits release the GIL) and, for a source whose pages come
+with :attr:`~vec2pg.sources.base.Page.read`, hand each answer to these processes, which
+decode and encode it and send back rows ready for COPY.
+
+The processes are started with ``spawn`` (forking a process that runs threads is
+unsafe), as soon as the table is known, so that they start while the run still lists
+ids. They ignore Ctrl-C: the pipeline stops them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+
+from vec2pg.postgres.encode import EncodedRows, PageEncoder
+from vec2pg.sources.base import Raw
+
+#: At most this many processes by default: 4 decode more than Pinecone lets one index
+#: serve (about 100 fetches of 100 records a second).
+MAX_PROCESSES = 4
+#: Below this many records starting processes, about 0.3 s of CPU each, costs more than
+#: it saves.
+MIN_RECORDS = 20_000
+
+_encoder: PageEncoder | None = None
+
+
+def default_count(records: int | None) -> int:
+    """How many processes to decode ``records`` records with: none for a small
+    collection or a single CPU, else one per CPU up to :data:`MAX_PROCESSES`."""
+    cpus = os.cpu_count() or 1
+    if cpus < 2 or (records or 0) < MIN_RECORDS:
+        return 0
+    return min(cpus, MAX_PROCESSES)
+
+
+def start(count: int, encoder: PageEncoder) -> ProcessPoolExecutor:
+    """Start ``count`` processes that run :func:`decode` with ``encoder``."""
+    pool = ProcessPoolExecutor(
+        count,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_started,
+        initargs=(encoder,),
+    )
+    for _ in range(count):  # each submission starts a process while none is idle
+        pool.submit(os.getpid)
+    return pool
+
+
+def _started(encoder: PageEncoder) -> None:
+    global _encoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _encoder = encoder
+
+
+def decode(raw: Raw) -> EncodedRows:
+    """A page's records as binary COPY rows (run in a process :func:`start` started)."""
+    assert _encoder is not None, "a process of workers.start()"
+    return _encoder(raw.decode(raw.payload))
