@@ -4,9 +4,10 @@ Run it with ``scripts/bench`` (``--help`` for the options).  On this machine, in
 measures three ways of moving the same records into the same PostgreSQL:
 
 1. **vec2pg** (``vec2pg pinecone ... --json``), run as a subprocess: its records/s (from its own
-   JSON summary) and its peak RSS (``VmHWM`` of exactly that process, read from ``/proc`` while
-   it runs: ``ru_maxrss`` from ``os.wait4`` would not do, as Linux counts in it the RSS of the
-   forking parent, this script, whose memory grows from run to run).
+   JSON summary) and its peak RSS: the largest sum of the resident memory of that process and
+   its decoding processes, polled from ``/proc`` while it runs (``ru_maxrss`` from ``os.wait4``
+   would not do: it is one process's, and Linux counts in it the RSS of the forking parent,
+   this script, whose memory grows from run to run).
    It runs once per ``--sizes`` entry (default 50,000 and 200,000 records); memory should not
    grow with the size of the index, so the two peak RSS figures should be within 10%.
 2. **sequential**: the migrate loop of the original vec2pg (2024.6.0 on PyPI, ``vec2pg pinecone
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -314,14 +316,15 @@ def run_vec2pg(
 
 
 class PeakRss:
-    """The high-water mark of a running process's own RSS (``VmHWM``), polled from /proc.
+    """The peak of the memory a running process and its children (vec2pg's decoding
+    processes) hold: the largest sum of their ``VmRSS``, polled from /proc every 20 ms.
 
-    ``VmHWM`` belongs to the process's address space since its exec, so it only grows and
-    the last reading before the process exits is its peak, give or take the last 20 ms.
+    Not ``ru_maxrss`` from ``os.wait4``: Linux sets it at exec from the forking parent's
+    RSS, so the bench's own memory would show; and it is one process's, not the sum.
     """
 
     def __init__(self, pid: int) -> None:
-        self._path = f"/proc/{pid}/status"
+        self._pid = pid
         self.bytes = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -336,14 +339,33 @@ class PeakRss:
 
     def _poll(self) -> None:
         while not self._done.is_set():
-            try:
-                with open(self._path) as status:
-                    for line in status:
-                        if line.startswith("VmHWM:"):
-                            self.bytes = max(self.bytes, int(line.split()[1]) * 1024)
-            except (OSError, ValueError):  # exited (a zombie has no VmHWM line)
-                pass
+            self.bytes = max(self.bytes, sum(map(rss_bytes, process_tree(self._pid))))
             self._done.wait(0.02)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from each thread's /proc children list."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in glob.glob(f"/proc/{tree[i]}/task/*/children"):
+            try:
+                tree += map(int, Path(task).read_text().split())
+            except OSError:  # the thread or process ended
+                pass
+        i += 1
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory now (0 if it has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0  # ended, or a zombie (which has no VmRSS line)
 
 
 def process_cpu(pid: int) -> float:
