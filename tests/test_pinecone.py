@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -473,3 +477,58 @@ def test_against_pinecone_local(target, monkeypatch) -> None:
                     )
         finally:
             pc.delete_index(name)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += map(int, task.read_text().split())
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"  # a zombie has ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_a_run_ends_its_decoding_processes_and_a_rerun_converges(server, target) -> None:
+    server.create_index("big", dimension=8, metric="cosine")
+    upsert(server, "big", "ns", dense_records(600, 8))
+    server.latency = 0.05
+    command = [sys.executable, "-m", "vec2pg", "pinecone", "big", "--api-key", KEY]
+    command += ["--dsn", target.dsn, "--schema", target.schema, "--json", "--processes", "2"]
+    # Not pipes: processes left running would hold them open.
+    proc = subprocess.Popen(
+        [*command, "--concurrency", "1", "--commit-rows", "100"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while server.count("fetch") < 3:  # reading, so the decoding processes have started
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    # The pool's workers, and multiprocessing's resource tracker.
+    started = [pid for pid in children(proc.pid) if running(pid)]
+    assert len(started) >= 2
+
+    proc.kill()
+    proc.wait()
+
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in started):
+        if time.monotonic() > deadline:
+            left = [pid for pid in started if running(pid)]
+            for pid in left:
+                os.kill(pid, 9)
+            pytest.fail(f"processes of the killed run still running: {left}")
+        time.sleep(0.05)
+    server.latency = 0
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert (summary["resumed"], summary["matches_source"]) == (True, True)
+    assert_rows_match(target, "big", expected_rows(server, "big"))

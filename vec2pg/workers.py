@@ -10,7 +10,9 @@ decode and encode it and send back rows ready for COPY.
 
 The processes are started with ``spawn`` (forking a process that runs threads is
 unsafe), as soon as the table is known, so that they start while the run still lists
-ids. They ignore Ctrl-C: the pipeline stops them.
+ids. They ignore Ctrl-C: the pipeline stops them. If the run itself is killed (``kill
+-9``, the OOM killer, a cron ``timeout``), they end too: a pool's worker would otherwise
+wait for work for ever, as it holds its task queue's writing end itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
@@ -59,6 +62,14 @@ def _started(encoder: PageEncoder) -> None:
     global _encoder
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _encoder = encoder
+    threading.Thread(target=_end_with_parent, name="vec2pg-parent", daemon=True).start()
+
+
+def _end_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()  # returns when the parent has ended, however it ended
+        os._exit(1)
 
 
 def decode(raw: Raw) -> EncodedRows:
