@@ -155,12 +155,14 @@ def stored(target) -> list[tuple[str, str]]:
     )
 
 
-def test_pages_arrive_in_order_with_several_loads_in_flight(target) -> None:
-    source = FakeSource({"a": 205, "": 3, "b": 97}, page_size=7, load_delay=0.01)
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "processes"])
+def test_pages_arrive_in_order_with_several_loads_in_flight(target, processes) -> None:
+    source = FakeSource({"a": 205, "": 3, "b": 97}, page_size=7, load_delay=0.01, raw=processes > 0)
 
-    summary = run(target, source, concurrency=4)
+    summary = run(target, source, concurrency=4, processes=processes)
 
     assert summary.written == summary.read == 305
+    assert summary.processes == processes
     assert {k: v.counts.written for k, v in summary.namespaces.items()} == {
         "a": 205,
         "": 3,
@@ -423,20 +425,6 @@ def test_sparse_vectors_are_stored_in_index_order_without_explicit_zeros(target)
 
 
 # -- decoding processes -------------------------------------------------------------
-
-
-def test_pages_decoded_in_processes_arrive_exactly_and_in_order(target) -> None:
-    source = FakeSource({"a": 205, "": 3, "b": 97}, page_size=7, load_delay=0.01, raw=True)
-
-    summary = run(target, source, concurrency=4, processes=2)
-
-    assert (summary.processes, summary.written, summary.read) == (2, 305, 305)
-    assert len(stored(target)) == 305
-    row = target.query(
-        f'SELECT embedding::text, sparse::text, metadata FROM "{target.schema}".things WHERE namespace = %s AND id = %s',
-        ["b", "b-00096"],
-    )
-    assert row == [("[96,97,98,99]", "{97:1,107:2}/1000000000", {"i": 96})]
 
 
 def test_an_invalid_record_decoded_in_a_process_stops_the_run_as_in_one(target) -> None:
