@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import PINECONE_KEY as KEY
 
 from vec2pg import __version__
 from vec2pg.cli import app, main
@@ -126,3 +127,19 @@ def test_a_malformed_dsn_is_a_target_error(tmp_path, capsys) -> None:
 )
 def test_mask_dsn(dsn: str, masked: str) -> None:
     assert mask_dsn(dsn) == masked
+
+
+def test_ctrl_c_is_exit_130_with_one_line_and_a_json_error(
+    target, tmp_path, monkeypatch, capsys
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vec2pg.pipeline.migrate", interrupted)
+
+    code = target.cli("pinecone", "idx", "--host", "http://127.0.0.1:9", "--api-key", KEY, "--json")
+
+    assert code == ExitCode.INTERRUPTED == 130
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": "interrupted", "exit_code": 130}
+    assert captured.err.strip().splitlines()[-1] == "vec2pg: error: interrupted"

@@ -488,8 +488,8 @@ def pinecone(
             "--processes",
             min=0,
             max=64,
-            help="Processes that decode the fetched records. Default: one per CPU (up to 4) "
-            "for 20,000 records or more. 0: the reading threads decode.",
+            help="Processes that decode the fetched records. Default: one per CPU (up to 4; "
+            "none on a single CPU) for 20,000 records or more. 0: the reading threads decode.",
             show_default=False,
         ),
     ] = None,
@@ -696,6 +696,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="vec2pg", standalone_mode=False)
+        if result == ExitCode.INTERRUPTED:
+            # Typer turns Ctrl-C into this exit code without a word (no command returns
+            # it): say it, on stderr and in --json's error object, as for any failure.
+            return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
         return int(result) if isinstance(result, int) else 0
     except Exit as exc:
         return int(exc.exit_code)
