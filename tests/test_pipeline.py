@@ -450,8 +450,8 @@ def test_a_decoding_process_that_dies_stops_the_run_with_what_happened(target) -
     with pytest.raises(Vec2pgError) as caught:
         run(target, source, commit_rows=10, processes=1)
 
-    assert str(caught.value).startswith("a process decoding records ended unexpectedly (")
+    assert str(caught.value).startswith("a process decoding records failed (")
     assert str(caught.value).endswith(
-        "); was it killed, or out of memory? --processes 0 decodes in the main process"
+        "); if it was killed, or ran out of memory, --processes 0 decodes in the main process"
     )
     assert len(stored(target)) in (10, 20)  # what committed before; never a half page

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import pickle
 from functools import partial
 
 import pytest
 
-from vec2pg import workers
+from vec2pg import errors, workers
 from vec2pg.errors import SourceError
 from vec2pg.postgres.encode import PageEncoder
 from vec2pg.postgres.layout import layout_for
@@ -66,6 +68,29 @@ def test_an_answer_that_cannot_be_read_is_the_sources_error_in_the_calling_proce
 def test_processes_are_used_for_large_collections_on_several_cpus(
     monkeypatch, cpus, records, expected
 ) -> None:
-    monkeypatch.setattr(workers.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(workers, "available_cpus", lambda: cpus)
 
     assert workers.default_count(records) == expected
+
+
+def every_error() -> list[errors.Vec2pgError]:
+    made: list[errors.Vec2pgError] = []
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(cls, errors.Vec2pgError):
+            if cls is errors.InvalidRecord:
+                made.append(cls("id-1", "ns", "a reason"))
+            elif issubclass(cls, errors.SourceUnavailable):
+                made.append(cls(f"{cls.__name__} happened", 2.5))
+            else:
+                made.append(cls(f"{cls.__name__} happened"))
+    return made
+
+
+@pytest.mark.parametrize("error", every_error(), ids=lambda e: type(e).__name__)
+def test_every_error_crosses_from_a_decoding_process_whole(error) -> None:
+    """A worker's exception reaches the run pickled; one that cannot be rebuilt breaks
+    the pool instead of reaching the user with its own message and exit code."""
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (type(copy), str(copy), copy.exit_code) == (type(error), str(error), error.exit_code)
+    assert vars(copy) == vars(error)

@@ -118,3 +118,7 @@ class InvalidRecord(Vec2pgError):
         self.record_id = record_id
         self.namespace = namespace
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[InvalidRecord], tuple[str, str, str]]:
+        # Rebuilt from its parts when it crosses from a decoding process (pickle).
+        return (type(self), (self.record_id, self.namespace, self.reason))

@@ -266,10 +266,11 @@ def migrate(
                 plan = sink.begin(info, restricted)
                 summary.target, summary.mode = sink.display, plan.mode
                 summary.resumed = summary.resumed or plan.resumed
-                decoders.start(sink.encoder())  # while the chains are being split
                 # A fresh run's chains; a resumed one's for namespaces it did not have yet.
                 started_namespaces = {ns for ns, _ in plan.chains}
                 missing = [ns for ns in namespaces if ns.name not in started_namespaces]
+                if missing or any(cursor != DONE for cursor in plan.chains.values()):
+                    decoders.start(sink.encoder())  # while the chains are being split
                 if missing:
                     sink.start_chains(
                         [
@@ -579,7 +580,8 @@ class _Reader:
         try:
             return self._decoders.submit(workers.decode, raw).result()
         except BrokenProcessPool as exc:
+            cause = f": {exc.__cause__}" if exc.__cause__ else ""
             raise Vec2pgError(
-                f"a process decoding records ended unexpectedly ({exc}); was it killed, or "
-                "out of memory? --processes 0 decodes in the main process"
+                f"a process decoding records failed ({exc}{cause}); if it was killed, or ran "
+                "out of memory, --processes 0 decodes in the main process"
             ) from exc

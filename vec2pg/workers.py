@@ -39,10 +39,18 @@ _encoder: PageEncoder | None = None
 def default_count(records: int | None) -> int:
     """How many processes to decode ``records`` records with: none for a small
     collection or a single CPU, else one per CPU up to :data:`MAX_PROCESSES`."""
-    cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     if cpus < 2 or (records or 0) < MIN_RECORDS:
         return 0
     return min(cpus, MAX_PROCESSES)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's share,
+    not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def start(count: int, encoder: PageEncoder) -> ProcessPoolExecutor:
@@ -53,8 +61,17 @@ def start(count: int, encoder: PageEncoder) -> ProcessPoolExecutor:
         initializer=_started,
         initargs=(encoder,),
     )
-    for _ in range(count):  # each submission starts a process while none is idle
-        pool.submit(os.getpid)
+    # Each submission starts a process while none is idle. A Ctrl-C while a process
+    # imports, before it can ignore it, would print its traceback and break the pool:
+    # they start with it ignored (a disposition exec keeps), then the parent takes it back.
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        for _ in range(count):
+            pool.submit(os.getpid)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
     return pool
 
 

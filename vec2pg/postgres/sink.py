@@ -713,8 +713,8 @@ class Loader:
 
     def commit(self) -> None:
         if self._copy_cm is not None:
-            copy, cm, self._copy_cm, self._copy = self._copy, self._copy_cm, None, None
-            copy.write(COPY_TRAILER)
+            self._copy.write(COPY_TRAILER)  # an error here leaves abort() the COPY to end
+            cm, self._copy_cm, self._copy = self._copy_cm, None, None
             cm.__exit__(None, None, None)
         if self._mode == "merge" and self._pending_rows:
             self._merge()
