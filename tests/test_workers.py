@@ -94,3 +94,18 @@ def test_every_error_crosses_from_a_decoding_process_whole(error) -> None:
 
     assert (type(copy), str(copy), copy.exit_code) == (type(error), str(error), error.exit_code)
     assert vars(copy) == vars(error)
+
+
+def test_the_processes_restart_only_when_the_encoding_changes() -> None:
+    """After a reconnection, pgvector's types may have other OIDs (another server)."""
+    from vec2pg.pipeline import _Decoders
+
+    with _Decoders(1) as decoders:
+        decoders.start(PageEncoder(LAYOUT, type_oids={"vector": 1}))
+        first = decoders.pool
+        decoders.start(PageEncoder(LAYOUT, type_oids={"vector": 1}))
+        assert decoders.pool is first
+        decoders.start(PageEncoder(LAYOUT, type_oids={"vector": 2}))
+        assert decoders.pool is not first and decoders.pool is not None
+        assert first is not None and first._shutdown_thread
+    assert decoders.pool is None

@@ -466,17 +466,26 @@ class _Decoders:
     def __init__(self, count: int) -> None:
         self.count = count
         self.pool: ProcessPoolExecutor | None = None
+        self._settings: Any = None
 
     def start(self, encoder: PageEncoder) -> None:
+        """Start the processes, or start them again if ``encoder`` differs from theirs (a
+        reconnection to a server where pgvector's types have other OIDs)."""
+        if self.pool is not None and encoder.settings != self._settings:
+            self.stop()
         if self.count and self.pool is None:
-            self.pool = workers.start(self.count, encoder)
+            self.pool, self._settings = workers.start(self.count, encoder), encoder.settings
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def __enter__(self) -> _Decoders:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.stop()
 
 
 class _Reader:

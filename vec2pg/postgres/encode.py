@@ -102,8 +102,13 @@ class PageEncoder:
         self.type_oids = dict(type_oids or {})
         self._encode = row_encoder(layout, strip_nul=strip_nul, type_oids=self.type_oids)
 
+    @property
+    def settings(self) -> tuple[TableLayout, bool, dict[str, int]]:
+        """What the encoder is made of: equal settings encode alike."""
+        return (self.layout, self.strip_nul, self.type_oids)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_page_encoder, (self.layout, self.strip_nul, self.type_oids))
+        return (_page_encoder, self.settings)
 
     def __call__(self, records: Sequence[Record]) -> EncodedRows:
         rows: list[bytes] = []
