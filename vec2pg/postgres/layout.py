@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-from psycopg import sql
+from typing import TYPE_CHECKING
 
 from vec2pg.errors import ConfigError
 from vec2pg.records import SourceInfo, VectorField, VectorKind
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 #: PostgreSQL truncates longer identifiers silently (NAMEDATALEN - 1).
 MAX_IDENTIFIER_BYTES = 63
@@ -95,6 +97,8 @@ class TableLayout:
 
     @property
     def qualified(self) -> sql.Identifier:
+        from psycopg import sql  # not at import: decoding processes load this module
+
         return sql.Identifier(self.schema, self.table)
 
     @property
