@@ -455,3 +455,24 @@ def test_a_decoding_process_that_dies_stops_the_run_with_what_happened(target) -
         "); if it was killed, or ran out of memory, --processes 0 decodes in the main process"
     )
     assert len(stored(target)) in (10, 20)  # what committed before; never a half page
+
+
+def test_autovacuum_waits_for_the_end_of_a_first_load(target) -> None:
+    """While the key-less table fills, autovacuum is off for it; the run's end gives it
+    back with the key, also when the load was interrupted and resumed."""
+
+    def reloptions() -> Any:
+        return target.query(
+            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+            [f'"{target.schema}".things'],
+        )[0][0]
+
+    bad = bad_record("a-00015", vectors={"": np.array([np.inf, 0, 0, 0], dtype=np.float32)})
+    with pytest.raises(InvalidRecord):
+        run(target, FakeSource({"a": 40}, bad={bad.id: bad}), commit_rows=10)
+    assert reloptions() == ["autovacuum_enabled=false"]
+
+    summary = run(target, FakeSource({"a": 40}))
+
+    assert summary.resumed and len(stored(target)) == 40
+    assert reloptions() is None

@@ -378,11 +378,17 @@ class PostgresSink:
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
             for name, kind in zip(layout.column_names, layout.sql_types, strict=True)
         ]
+        options = sql.SQL("")
         if key:
             columns.append(self._key_clause())
+        else:
+            # A bulk load: autovacuum would scan the table while it fills, taking CPU from
+            # the load (1.5 s of a 5 s, 50,000-record run when it struck) for work that is
+            # done after. finish() gives the table its key and autovacuum back.
+            options = sql.SQL(" WITH (autovacuum_enabled = false)")
         comment = f"vec2pg: {info.kind} collection {info.collection!r} at {info.location}"
         return [
-            sql.SQL("CREATE TABLE {} ({})").format(target, sql.SQL(", ").join(columns)),
+            sql.SQL("CREATE TABLE {} ({}){}").format(target, sql.SQL(", ").join(columns), options),
             sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)),
             *(
                 sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
@@ -503,6 +509,9 @@ class PostgresSink:
             if not self._has_key(table):
                 self.conn.execute(
                     sql.SQL("ALTER TABLE {} ADD {}").format(self._ident(table), self._key_clause())
+                )
+                self.conn.execute(
+                    sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)").format(self._ident(table))
                 )
             if plan.mode == "replace":
                 self._drop(layout.table)
