@@ -1,6 +1,9 @@
-"""Process-wide memory settings for long runs."""
+"""Process-wide memory settings for long runs (glibc's malloc; elsewhere they do nothing)."""
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 #: glibc's mallopt() parameter for the size from which a block is mapped on its own.
 M_MMAP_THRESHOLD = -3
@@ -19,11 +22,34 @@ def release_large_blocks() -> None:
     a quarter of the records/s of a Pinecone run decoded by its threads. Decoding processes
     (:mod:`vec2pg.workers`) have one thread each and stay flat without it.
     """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def trim() -> None:
+    """Give the memory malloc holds free back to the system (glibc's malloc_trim).
+
+    A run's megabyte-sized answers and rows, allocated and freed by many threads, leave
+    free memory scattered in malloc's heaps, which stays resident: trimmed now and then
+    (about a millisecond), a run's memory stays at what it uses. Measured on 50,000 and
+    200,000 records (vec2pg and its decoding processes): 219 and 220 MiB untrimmed, with
+    the 200,000-record peaks up to 10% above the other's in the bench; 206 and 203 MiB
+    trimmed.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> Any:
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc's, or AttributeError)
     except (OSError, AttributeError):  # not glibc (macOS, Windows): nothing to do
-        pass
+        return None
+    return libc

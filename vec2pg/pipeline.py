@@ -38,7 +38,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from vec2pg import workers
 from vec2pg.errors import ConfigError, RateLimited, TargetUnavailable, Transient, Vec2pgError
-from vec2pg.memory import release_large_blocks
+from vec2pg.memory import release_large_blocks, trim
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
 from vec2pg.postgres.sink import Counts, Loader, Plan, PostgresSink
 from vec2pg.postgres.state import DONE
@@ -49,6 +49,9 @@ T = TypeVar("T")
 
 #: Requests in flight while chains are being split (see :meth:`Source.partitions`).
 SPLIT_IN_FLIGHT = 64
+#: Pages written between two trims of free memory (:func:`vec2pg.memory.trim`), with
+#: ``Options.flat_memory``.
+TRIM_EVERY = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +101,9 @@ class Options:
     #: default). They are started with ``spawn``, which imports the calling script again:
     #: it must then guard its main code with ``if __name__ == "__main__":``.
     processes: int | None = 0
-    #: Tune glibc's malloc to keep memory flat when this process's threads decode pages
-    #: (:func:`vec2pg.memory.release_large_blocks`); the command line does.
+    #: Tune glibc's malloc to keep memory flat (:mod:`vec2pg.memory`): trim it now and
+    #: then, and when this process's threads decode pages, map large blocks on their own.
+    #: The command line does.
     flat_memory: bool = False
     #: Times a lost PostgreSQL connection is re-established, resuming from the last commit.
     reconnects: int = 5
@@ -353,9 +357,11 @@ def _copy(
     try:
         with sink.loader() as loader:
             reader = _Reader(source, start, options, retrier, loader.encode, decoders)
-            for chain, rows, next_cursor in reader.pages():
+            for written, (chain, rows, next_cursor) in enumerate(reader.pages(), start=1):
                 loader.write_rows(chain.namespace, chain.partition, next_cursor, rows)
                 events.advanced(chain.namespace, rows.read)
+                if options.flat_memory and written % TRIM_EVERY == 0:
+                    trim()
     finally:
         if loader is not None:
             for name, committed in loader.counts.items():

@@ -23,6 +23,7 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
+from vec2pg import memory
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
 from vec2pg.sources.base import Raw
 
@@ -33,7 +34,11 @@ MAX_PROCESSES = 4
 #: it saves.
 MIN_RECORDS = 20_000
 
+#: Pages decoded between two trims of the process's free memory (:func:`memory.trim`).
+TRIM_EVERY = 10
+
 _encoder: PageEncoder | None = None
+_decoded = 0
 
 
 def default_count(records: int | None) -> int:
@@ -91,5 +96,10 @@ def _end_with_parent() -> None:
 
 def decode(raw: Raw) -> EncodedRows:
     """A page's records as binary COPY rows (run in a process :func:`start` started)."""
+    global _decoded
     assert _encoder is not None, "a process of workers.start()"
-    return _encoder(raw.decode(raw.payload))
+    rows = _encoder(raw.decode(raw.payload))
+    _decoded += 1
+    if _decoded % TRIM_EVERY == 0:
+        memory.trim()
+    return rows
