@@ -382,9 +382,10 @@ class PostgresSink:
         if key:
             columns.append(self._key_clause())
         else:
-            # A bulk load: autovacuum would scan the table while it fills, taking CPU from
-            # the load (1.5 s of a 5 s, 50,000-record run when it struck) for work that is
-            # done after. finish() gives the table its key and autovacuum back.
+            # A bulk load: autovacuum could scan the table while it fills, taking CPU from
+            # the load for work that is better done once, after it (PostgreSQL's advice
+            # for populating a database). finish() gives the table its key and autovacuum
+            # back.
             options = sql.SQL(" WITH (autovacuum_enabled = false)")
         comment = f"vec2pg: {info.kind} collection {info.collection!r} at {info.location}"
         return [
