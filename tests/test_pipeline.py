@@ -231,9 +231,6 @@ class SplitSource(FakeSource):
             read=partial(self._read, namespace, start, end) if self.raw else None,
         )
 
-    def _read(self, namespace: str, start: int, end: int) -> Raw:
-        return Raw(pickle.dumps(self._load(namespace, start, end)), decode_pickled)
-
 
 def test_partitions_of_a_namespace_are_read_concurrently_once(target) -> None:
     source = SplitSource({"a": 95, "b": 40})
