@@ -109,3 +109,13 @@ def test_the_processes_restart_only_when_the_encoding_changes() -> None:
         assert decoders.pool is not first and decoders.pool is not None
         assert first is not None and first._shutdown_thread
     assert decoders.pool is None
+
+
+def test_starting_the_processes_gives_ctrl_c_back_to_the_run() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+
+    with workers.start(1, PageEncoder(LAYOUT)) as pool:
+        assert signal.getsignal(signal.SIGINT) is before
+        assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN

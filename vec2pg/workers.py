@@ -30,8 +30,8 @@ from vec2pg.sources.base import Raw
 #: At most this many processes by default: 4 decode more than Pinecone lets one index
 #: serve (about 100 fetches of 100 records a second).
 MAX_PROCESSES = 4
-#: Below this many records starting processes, about 0.3 s of CPU each, costs more than
-#: it saves.
+#: Below this many records starting processes (0.12 s of CPU and 32 MB each, and their
+#: pages' trips through pipes) costs more than it saves.
 MIN_RECORDS = 20_000
 
 #: Pages decoded between two trims of the process's free memory (:func:`memory.trim`).
@@ -76,7 +76,10 @@ def start(count: int, encoder: PageEncoder) -> ProcessPoolExecutor:
             pool.submit(os.getpid)
     finally:
         if main:
-            signal.signal(signal.SIGINT, handler)
+            # None: a handler installed outside Python, which Python cannot put back.
+            signal.signal(
+                signal.SIGINT, handler if handler is not None else signal.default_int_handler
+            )
     return pool
 
 
