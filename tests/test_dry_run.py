@@ -70,3 +70,32 @@ def test_a_dry_run_on_an_existing_table_changes_nothing(tmp_path, target, capsys
     )
     assert after == before
     assert target.query(f'SELECT count(*) FROM "{target.schema}"._vec2pg_runs') == runs
+
+
+def test_a_dry_run_of_a_rejects_file_says_it_would_merge_into_a_keyed_table(
+    tmp_path, target, capsys
+) -> None:
+    """A rejects file may repeat a record: the run merges into a table keyed from the start,
+    and the dry run says so (it once said load, with a key-less table)."""
+    rejects = tmp_path / "rejects.jsonl"
+    header = {
+        "vec2pg_rejects": 1,
+        "source": "qdrant",
+        "collection": "docs",
+        "namespaced": False,
+        "fields": [{"name": "", "kind": "dense", "dim": 2, "metric": "cosine"}],
+    }
+    line = {"namespace": "", "id": "1", "reason": "x", "vectors": {"": [0.5, 1.0]}}
+    rejects.write_text(json.dumps(header) + "\n" + json.dumps(line) + "\n")
+
+    code = target.cli("jsonl", str(rejects), "--dry-run", "--json")
+
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert catalog(target) == []
+    assert report["mode"] == "merge"
+    create = [d for d in report["ddl"] if d.startswith("CREATE TABLE")]
+    assert create == [
+        f'CREATE TABLE "{target.schema}"."docs" ("id" text, "embedding" vector(2), '
+        '"metadata" jsonb, PRIMARY KEY ("id"))'
+    ]

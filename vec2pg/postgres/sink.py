@@ -1,7 +1,7 @@
 """The shared PostgreSQL sink: one table per collection, kept in step with its source.
 
-It knows nothing of any source: it takes a :class:`~vec2pg.records.SourceInfo` and
-:class:`~vec2pg.records.Batch` es. A run is one of three modes:
+It knows nothing of any source: it takes a :class:`~vec2pg.records.SourceInfo` and pages of
+rows its encoder made (:meth:`PostgresSink.encoder`). A run is one of three modes:
 
 * ``load``: the table is new or empty. Rows go straight in through binary COPY, and the
   primary key is added after the load (pgvector's loading advice: load first, index after).
@@ -44,7 +44,7 @@ from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
 from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
 from vec2pg.postgres.target import mask_dsn
-from vec2pg.records import Batch, Cursor, SourceInfo
+from vec2pg.records import Cursor, SourceInfo
 from vec2pg.rejects import RejectsFile
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class Counts:
         return self.inserted + self.updated
 
     def add(self, other: Counts) -> None:
-        for name in ("read", "inserted", "updated", "unchanged", "deleted", "rejected", "altered"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for count in dataclasses.fields(self):
+            setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
 
 
 @dataclass(slots=True)
@@ -247,24 +247,31 @@ class PostgresSink:
             if unfinished.mode == "load" or self._table_exists(self._write_table(unfinished.mode)):
                 return Plan(unfinished.mode, unfinished.id, True, state.chains())
         exists = self._table_exists(layout.table)
-        if self.sync.replace:
-            mode = "replace"
-            self._drop(self._write_table(mode))
-            self._create_table(layout, info, self._write_table(mode), key=False)
-        elif not exists:
-            # A partial source (a rejects file) may repeat a record: give it the key at once
-            # and merge, so that repeats collapse instead of breaking the key.
-            mode = "load" if info.complete else "merge"
-            self._create_table(layout, info, layout.table, key=not info.complete)
-        else:
+        empty = True
+        if exists and not self.sync.replace:
             self._check_columns(layout)
             restarting_load = unfinished is not None and unfinished.mode == "load"
             if restarting_load:
                 # An interrupted first load never finished: start it over.
                 self.conn.execute(sql.SQL("TRUNCATE {}").format(layout.qualified))
             empty = restarting_load or self._empty(layout.table)
-            mode = "load" if empty and info.complete else "merge"
+        mode = self._mode(info, exists, empty)
+        if mode == "replace":
+            self._drop(self._write_table(mode))
+        if mode == "replace" or not exists:
+            self._create_table(layout, info, self._write_table(mode), key=mode == "merge")
         return Plan(mode, state.start(mode, described), False)
+
+    def _mode(self, info: SourceInfo, exists: bool, empty: bool) -> str:
+        """A fresh run's mode, for a target table that exists (or not) and is empty (or not).
+
+        A partial source (a rejects file) may repeat a record: it always merges, into a
+        table that has its key from the start, so that repeats collapse instead of breaking
+        the key.
+        """
+        if self.sync.replace:
+            return "replace"
+        return "load" if (empty or not exists) and info.complete else "merge"
 
     def start_chains(self, chains: list[Chain]) -> None:
         """Record chains to read (a fresh run's, or namespaces a resumed run lacks), so that
@@ -428,17 +435,17 @@ class PostgresSink:
                     "mode": unfinished.mode,
                     "started": str(unfinished.started),
                 }
-            if self.sync.replace:
-                mode = "replace"
-            elif not exists:
-                mode = "load"
-            else:
+            empty = True
+            if exists and not self.sync.replace:
                 self._check_columns(layout)
-                mode = "load" if self._empty(layout.table) else "merge"
+                empty = self._empty(layout.table)
+            mode = self._mode(info, exists, empty)
             if resume is not None:
                 mode = str(resume["mode"])
             elif mode == "replace" or not exists:
-                ddl += self._table_statements(layout, info, self._write_table(mode), key=False)
+                ddl += self._table_statements(
+                    layout, info, self._write_table(mode), key=mode == "merge"
+                )
             rows = None
             if exists:
                 counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(layout.qualified))
@@ -625,7 +632,7 @@ class PostgresSink:
 
 
 class Loader:
-    """Writes batches through binary COPY and commits them with their chains' cursors."""
+    """Writes pages through binary COPY and commits them with their chains' cursors."""
 
     def __init__(
         self,
@@ -657,20 +664,15 @@ class Loader:
         else:
             self._into = sink._ident(sink._write_table(mode))
 
-    def write(self, batch: Batch) -> None:
-        """Check and write ``batch``; it is committed with its chain's cursor.
-
-        A record PostgreSQL cannot take raises InvalidRecord before any of the batch is
-        written, or with a rejects file goes there instead.
-        """
-        rows = self.encode(batch.records)
-        self.write_rows(batch.namespace, batch.partition, batch.next_cursor, rows)
-
     def write_rows(
         self, namespace: str, partition: str, next_cursor: Cursor, rows: EncodedRows
     ) -> None:
-        """Write a page that :attr:`encode` made of a chain's records, as :meth:`write`;
-        ``next_cursor`` is the chain's cursor after it (``None``: the chain is done)."""
+        """Write a page of a chain's records, as :attr:`encode` made it; it is committed with
+        ``next_cursor``, the chain's cursor after it (``None``: the chain is done).
+
+        A record PostgreSQL cannot take raises InvalidRecord before any of the page is
+        written, or with a rejects file goes there instead.
+        """
         if rows.rejected and self._rejects is None:
             record, reason = rows.rejected[0]
             raise InvalidRecord(record.id, record.namespace, reason)
@@ -750,6 +752,7 @@ class Loader:
                 [layout.table],
             )
         values = [c for c in layout.column_names if c not in layout.key]
+        key = sql.SQL(", ").join(map(sql.Identifier, layout.key))
         columns = sql.SQL(", ").join(map(sql.Identifier, layout.column_names))
         current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in values)
         incoming = sql.SQL(", ").join(
@@ -771,10 +774,10 @@ class Loader:
             ).format(
                 layout.qualified,
                 columns,
-                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
+                key,
                 columns,
-                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
-                sql.SQL(", ").join(map(sql.Identifier, layout.key)),
+                key,
+                key,
                 assignments,
                 current,
                 incoming,
@@ -860,18 +863,6 @@ def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:
     sink = PostgresSink(dsn, schema=schema, table=table)
     with sink, sink._translate(f"reading the status of {schema}.{table}"):
         return status(sink.conn, schema, table)
-
-
-def _counts_dict(counts: Counts) -> dict[str, int]:
-    return {
-        "read": counts.read,
-        "inserted": counts.inserted,
-        "updated": counts.updated,
-        "unchanged": counts.unchanged,
-        "deleted": counts.deleted,
-        "rejected": counts.rejected,
-        "altered": counts.altered,
-    }
 
 
 def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
