@@ -217,23 +217,20 @@ class State:
 
     def rejected(self) -> dict[str, int]:
         """Records rejected per namespace by the unfinished run, over all its chains."""
-        rows = self.conn.execute(
-            sql.SQL("SELECT namespace, sum(rejected) FROM {} WHERE target = %s GROUP BY 1").format(
-                self._t(PROGRESS)
-            ),
-            [self.table],
-        ).fetchall()
-        return {ns: int(n) for ns, n in rows if n}
+        return {ns: n for ns, n in self._per_namespace("rejected").items() if n}
 
     def records(self) -> dict[str, int]:
         """Records read per namespace by the unfinished run, over all its chains."""
+        return self._per_namespace("records")
+
+    def _per_namespace(self, column: str) -> dict[str, int]:
         rows = self.conn.execute(
-            sql.SQL("SELECT namespace, sum(records) FROM {} WHERE target = %s GROUP BY 1").format(
-                self._t(PROGRESS)
+            sql.SQL("SELECT namespace, sum({}) FROM {} WHERE target = %s GROUP BY 1").format(
+                sql.Identifier(column), self._t(PROGRESS)
             ),
             [self.table],
         ).fetchall()
-        return {ns: int(n) for ns, n in rows}
+        return {ns: int(n or 0) for ns, n in rows}
 
 
 def status(conn: Connection[Any], schema: str, table: str) -> dict[str, Any]:
