@@ -270,10 +270,11 @@ class RateLimitedThenOutage:
 
 
 def test_rate_limiting_does_not_use_up_the_retries_of_other_failures() -> None:
-    from vec2pg.pipeline import NoEvents, _Retrier
+    from vec2pg.pipeline import NoEvents
+    from vec2pg.reading import Retrier
 
     call = RateLimitedThenOutage()
-    retrier = _Retrier(RetryPolicy(attempts=2, initial=0.001), NoEvents(), 1)
+    retrier = Retrier(RetryPolicy(attempts=2, initial=0.001), NoEvents(), 1)
 
     assert retrier.call(call) == "ok"
     assert (call.calls, retrier.rate_limited, retrier.retries) == (7, 5, 6)
@@ -327,7 +328,7 @@ def test_a_statement_error_is_not_mistaken_for_a_lost_connection(
     import psycopg
 
     from vec2pg.errors import TargetError, TargetUnavailable
-    from vec2pg.postgres.sink import translate_errors
+    from vec2pg.postgres.connection import translate_errors
 
     with pytest.raises(TargetError) as caught, translate_errors(target.dsn, "testing"):
         with psycopg.connect(target.dsn) as conn:

@@ -317,7 +317,7 @@ def test_a_split_prefix_that_is_itself_an_id_and_rare_characters_are_kept(
         record["id"] = name
     upsert(server, "tree", "ns", records)
 
-    source = PineconeSource("tree", api_key=KEY, concurrency=8)
+    source = PineconeSource("tree", api_key=KEY)
     source.describe()
     chains = source.partitions("ns", len(names), 32, lambda fn, *args: fn(*args))
     source.close()

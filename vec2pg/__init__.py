@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from vec2pg.errors import ExitCode, InvalidRecord, Vec2pgError
-from vec2pg.records import Batch, Record, SourceInfo, SparseVector, VectorField
+from vec2pg.records import Record, SourceInfo, SparseVector, VectorField
 
 if TYPE_CHECKING:
     from vec2pg.pipeline import Options, Summary, migrate
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from vec2pg.sources.base import Page, Source
 
 __all__ = [
-    "Batch",
     "ExitCode",
     "InvalidRecord",
     "Options",

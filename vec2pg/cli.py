@@ -1,26 +1,35 @@
-"""The ``vec2pg`` command: one thin command per source, and ``main()``, the error boundary.
+"""The ``vec2pg`` command: commands built from the source registry, and ``main()``, the error
+boundary.
 
-Commands parse options and call the library; they hold no SQL and no SDK calls. Every
-error a user should see is a :class:`~vec2pg.errors.Vec2pgError`; ``main()`` prints it as
-one line (``vec2pg: error: ...``) and exits with its code. A traceback is printed only
-with ``--debug``. Secrets (API keys, DSN passwords) are scrubbed from everything printed.
+Each source in :func:`vec2pg.sources.registry` becomes ``vec2pg <source>`` (a migration)
+and ``vec2pg verify <source>`` (a comparison): its argument and own options, followed by
+the options every source shares, which are declared once here. Commands parse options and
+call the library; they hold no SQL and no SDK calls. Every error a user should see is a
+:class:`~vec2pg.errors.Vec2pgError`; ``main()`` prints it as one line (``vec2pg: error:
+...``) and exits with its code. A traceback is printed only with ``--debug``. Secrets (API
+keys, DSN passwords) are scrubbed from everything printed.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, fields
+from contextlib import ExitStack, closing
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any, cast
 
 import typer
+from typer.core import TyperCommand
 
 from vec2pg import __version__
 from vec2pg.errors import ConfigError, ExitCode, Vec2pgError
+from vec2pg.sources import Option, SourceSpec, registry
+from vec2pg.sources.base import MAX_CONCURRENCY
 
 app = typer.Typer(
     name="vec2pg",
@@ -47,6 +56,26 @@ def redact(text: str) -> str:
     return text
 
 
+@dataclass
+class _Output:
+    """How the running command reports: set from its --debug and --json."""
+
+    debug: bool = False
+    json: bool = False
+
+
+_OUTPUT: ContextVar[_Output | None] = ContextVar("vec2pg_output", default=None)
+
+
+def _output() -> _Output:
+    """How the running command reports (a command run outside main() gets its own)."""
+    output = _OUTPUT.get()
+    if output is None:
+        output = _Output()
+        _OUTPUT.set(output)
+    return output
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"vec2pg {__version__}")
@@ -55,10 +84,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = False,
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Move vector data from vector databases into PostgreSQL with pgvector.
 
@@ -67,544 +95,543 @@ def _root(
     """
 
 
-# Options every source command shares. Defined once; each command lists them.
-Dsn = Annotated[
-    str | None,
-    typer.Option(
-        "--dsn",
-        help="PostgreSQL connection string. Default: $POSTGRES_CONNECTION_STRING, "
-        "then $DATABASE_URL.",
-        show_default=False,
+# -- the options every source shares ----------------------------------------------------------
+
+TARGET = (
+    Option(
+        "dsn",
+        ("--dsn",),
+        "PostgreSQL connection string. Default: $POSTGRES_CONNECTION_STRING, then $DATABASE_URL.",
+        metavar="DSN",
     ),
-]
-Embedded = Annotated[
-    bool,
-    typer.Option(
-        "--embedded",
-        help="Write to an embedded PostgreSQL with pgvector in a per-user folder "
+    Option(
+        "embedded",
+        ("--embedded",),
+        "Write to an embedded PostgreSQL with pgvector in a per-user folder "
         "($VEC2PG_EMBEDDED_DIR); prints a DSN for psql. Needs vec2pg[embedded].",
+        type=bool,
+        default=False,
     ),
-]
-Schema = Annotated[str, typer.Option("--schema", help="Target schema.")]
-Table = Annotated[
-    str | None,
-    typer.Option(
-        "--table", help="Target table. Default: the collection's name.", show_default=False
+    Option("schema", ("--schema",), "Target schema.", default="vec2pg", metavar="NAME"),
+    Option("table", ("--table",), "Target table. Default: the collection's name.", metavar="NAME"),
+)
+CONCURRENCY = Option(
+    "concurrency",
+    ("--concurrency",),
+    "Pages read at once.",
+    type=int,
+    metavar="N",
+    min=1,
+    max=MAX_CONCURRENCY,
+)
+RETRIES = Option(
+    "retries",
+    ("--retries",),
+    "Tries per request before a transient failure is fatal.",
+    type=int,
+    default=6,
+    metavar="N",
+    min=1,
+    max=100,
+)
+PROCESSES = Option(
+    "processes",
+    ("--processes",),
+    "Processes that decode the records read, where the source's answers allow it "
+    "(Pinecone). Default: one per CPU (up to 4; none on a single CPU) for 20,000 records or "
+    "more. 0: the reading threads decode.",
+    type=int,
+    metavar="N",
+    min=0,
+    max=64,
+)
+STRIP_NUL = Option(
+    "strip_nul",
+    ("--strip-nul",),
+    "Remove NUL characters from metadata (which jsonb cannot hold) instead of refusing the "
+    "record; counted as 'altered'.",
+    type=bool,
+    default=False,
+)
+SAMPLE = Option(
+    "sample",
+    ("--sample",),
+    "Records per namespace compared field by field by verify.",
+    type=int,
+    default=100,
+    metavar="N",
+    min=0,
+)
+WRITING = (
+    Option(
+        "commit_rows",
+        ("--commit-rows",),
+        "Rows per transaction.",
+        type=int,
+        default=10_000,
+        metavar="N",
+        min=1,
     ),
-]
-Concurrency = Annotated[
-    int, typer.Option("--concurrency", min=1, max=64, help="Pages loaded at once.")
-]
-Retries = Annotated[
-    int,
-    typer.Option(
-        "--retries", min=1, max=100, help="Tries per request before a transient failure is fatal."
+    Option(
+        "prune",
+        ("--prune",),
+        "Delete rows whose records the source no longer has, after a scan that completed.",
+        type=bool,
+        default=False,
     ),
-]
-CommitRows = Annotated[int, typer.Option("--commit-rows", min=1, help="Rows per transaction.")]
-Prune = Annotated[
-    bool,
-    typer.Option(
-        "--prune",
-        help="Delete rows whose records the source no longer has, after a scan that completed.",
+    Option(
+        "replace",
+        ("--replace",),
+        "Load a new table and swap it in atomically (readers see the old or the new one).",
+        type=bool,
+        default=False,
     ),
-]
-Replace = Annotated[
-    bool,
-    typer.Option(
-        "--replace",
-        help="Load a new table and swap it in atomically (readers see the old or the new one).",
+    Option(
+        "restart",
+        ("--restart",),
+        "Ignore the saved progress of an interrupted run.",
+        type=bool,
+        default=False,
     ),
-]
-Restart = Annotated[
-    bool, typer.Option("--restart", help="Ignore the saved progress of an interrupted run.")
-]
-Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")
-]
-Json = Annotated[
-    bool,
-    typer.Option("--json", help="Print one JSON object (the summary, or the error) on stdout."),
-]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
-
-
-class OnError(str, Enum):
-    stop = "stop"
-    skip = "skip"
-
-
-OnErrorOption = Annotated[
-    OnError,
-    typer.Option(
-        "--on-error",
-        help="A record PostgreSQL cannot take (NaN, wrong dimension, NUL, ...): stop the run "
-        "with a one-line error, or skip it into the --rejects file and go on (exit code 9).",
+    Option(
+        "on_error",
+        ("--on-error",),
+        "A record PostgreSQL cannot take (NaN, wrong dimension, NUL, ...): stop the run with "
+        "a one-line error, or skip it into the --rejects file and go on (exit code 9).",
+        default="stop",
+        choices=("stop", "skip"),
     ),
-]
-RejectsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--rejects",
-        help="JSONL file for skipped records, whole, with their reasons; reload it with "
+    Option(
+        "rejects",
+        ("--rejects",),
+        "JSONL file for skipped records, whole, with their reasons; reload it with "
         "'vec2pg jsonl FILE'. Default with --on-error skip: vec2pg-rejects.jsonl.",
-        show_default=False,
+        metavar="FILE",
     ),
-]
-StripNul = Annotated[
-    bool,
-    typer.Option(
-        "--strip-nul",
-        help="Remove NUL characters from metadata (which jsonb cannot hold) instead of "
-        "refusing the record; counted as 'altered'.",
+    STRIP_NUL,
+    Option(
+        "dry_run",
+        ("--dry-run",),
+        "Connect to the source and the target, print what would happen, write nothing.",
+        type=bool,
+        default=False,
     ),
-]
-DryRun = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Connect to the source and the target, print what would happen, write nothing.",
+    Option(
+        "index_method",
+        ("--index",),
+        "After the load, build this pgvector index on every vector column, with the operator "
+        "class of the source's metric, then ANALYZE.",
+        choices=("hnsw", "ivfflat"),
     ),
-]
-
-
-class IndexChoice(str, Enum):
-    hnsw = "hnsw"
-    ivfflat = "ivfflat"
-
-
-IndexOption = Annotated[
-    IndexChoice | None,
-    typer.Option(
-        "--index",
-        help="After the load, build this pgvector index on every vector column, with the "
-        "operator class of the source's metric, then ANALYZE.",
-        show_default=False,
+    Option(
+        "halfvec",
+        ("--halfvec",),
+        "Store dense vectors and multivectors as halfvec (16-bit floats) instead of vector: "
+        "half the space, and indexable up to 4,000 dimensions instead of 2,000. Values keep "
+        "about 3 significant digits; a value beyond +-65,504 stops the run.",
+        type=bool,
+        default=False,
     ),
-]
-Halfvec = Annotated[
-    bool,
-    typer.Option(
-        "--halfvec",
-        help="Store dense vectors and multivectors as halfvec (16-bit floats) instead of "
-        "vector: half the space, and indexable up to 4,000 dimensions instead of 2,000. "
-        "Values keep about 3 significant digits; a value beyond +-65,504 stops the run.",
+    Option(
+        "verify",
+        ("--verify",),
+        "After the run, compare source and table (counts, every id, a sample of records field "
+        "by field); exit 8 if they differ.",
+        type=bool,
+        default=False,
     ),
-]
-VerifyFlag = Annotated[
-    bool,
-    typer.Option(
-        "--verify",
-        help="After the run, compare source and table (counts, every id, a sample of records "
-        "field by field); exit 8 if they differ.",
-    ),
-]
-Sample = Annotated[
-    int,
-    typer.Option(
-        "--sample", min=0, help="Records per namespace compared field by field by verify."
-    ),
-]
+    SAMPLE,
+)
+#: What only a complete source may do (not a rejects file).
+COMPLETE_ONLY = {"prune", "replace", "verify", "sample"}
+QUIET = Option(
+    "quiet",
+    ("--quiet", "-q"),
+    "Print nothing but errors and the summary.",
+    type=bool,
+    default=False,
+)
+JSON = Option(
+    "json_output",
+    ("--json",),
+    "Print one JSON object (the summary, or the error) on stdout.",
+    type=bool,
+    default=False,
+)
+DEBUG = Option("debug", ("--debug",), "Show tracebacks of errors.", type=bool, default=False)
+OUTPUT = (QUIET, JSON, DEBUG)
 
 
-@dataclass(frozen=True)
-class _Common:
-    """The options every source command shares, taken from the command's locals()."""
-
-    dsn: str | None
-    embedded: bool
-    schema: str
-    table: str | None
-    concurrency: int
-    retries: int
-    commit_rows: int
-    prune: bool
-    replace: bool
-    restart: bool
-    on_error: OnError
-    rejects: str | None
-    strip_nul: bool
-    dry_run: bool
-    index_method: IndexChoice | None
-    halfvec: bool
-    verify: bool
-    sample: int
-    quiet: bool
-    json_output: bool
-
-    @classmethod
-    def of(cls, values: dict[str, Any]) -> _Common:
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
-
-
-def _run(
-    make_source: Callable[[], Any],
-    common: _Common,
-    namespaces: Sequence[str] = (),
-    *,
-    verify_only: bool = False,
-    processes: int | None = None,
-) -> int:
-    """Run one migration (or its dry run, or only its verification); return the exit code."""
-    from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
-    from vec2pg.postgres import PostgresSink, resolve_dsn
-    from vec2pg.postgres.sink import SyncOptions
-    from vec2pg.postgres.target import dsn_password
-    from vec2pg.progress import PlainEvents, QuietEvents, RichEvents, plan_text, summary_text
-
-    if common.prune and common.replace:
-        raise ConfigError(
-            "--prune and --replace do not go together: --replace keeps only what the source has"
+def _typed(option: Option) -> tuple[Any, dict[str, Any]]:
+    """The annotation and typer.Option settings of ``option``."""
+    kind: Any = option.type
+    settings: dict[str, Any] = {"help": option.help}
+    if option.choices:
+        kind = Enum(f"{option.name}_choice", {c: c for c in option.choices}, type=str)  # type: ignore[misc,no-redef]
+        settings["case_sensitive"] = False
+    if option.multiple:
+        kind = list[kind]
+    if option.default is None and option.type is not bool:
+        kind = kind | None
+        settings["show_default"] = False
+    if option.type is not bool:
+        settings["metavar"] = option.metavar or (
+            "[" + "|".join(option.choices) + "]" if option.choices else "VALUE"
         )
-    dsn = resolve_dsn(common.dsn, embedded=common.embedded)
+    for name in ("envvar", "min", "max"):
+        if getattr(option, name) is not None:
+            settings[name] = getattr(option, name)
+    return kind, settings
+
+
+def _parameter(option: Option) -> inspect.Parameter:
+    kind, settings = _typed(option)
+    default = option.default
+    if option.choices and default is not None:
+        default = kind(default) if not option.multiple else default
+    return inspect.Parameter(
+        option.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(default, *option.flags, **settings),
+        annotation=kind,
+    )
+
+
+def _command_function(
+    spec: SourceSpec, options: Sequence[Option], run: Callable[[SourceSpec, dict[str, Any]], int]
+) -> Callable[..., int]:
+    """A command function for Typer: ``spec``'s argument, then ``options``."""
+    names = [spec.argument.name, *(option.name for option in options)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"source {spec.name!r} declares an option that vec2pg already has")
+    argument = inspect.Parameter(
+        spec.argument.name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=typer.Argument(..., metavar=spec.argument.metavar, help=spec.argument.help),
+        annotation=str,
+    )
+
+    def command(**values: Any) -> int:
+        output = _output()
+        output.debug = output.debug or bool(values.get("debug"))
+        output.json = bool(values.get("json_output"))
+        for option in options:
+            value = values[option.name]
+            if isinstance(value, Enum):
+                value = value.value
+            if option.multiple:
+                value = tuple(value or ())
+            if option.convert is not None:
+                value = (
+                    tuple(map(option.convert, value)) if option.multiple else option.convert(value)
+                )
+            if option.secret:
+                _secret(value)
+            values[option.name] = value
+        return run(spec, values)
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [argument, *map(_parameter, options)]
+    )
+    command.__doc__ = f"{spec.summary}\n\n{spec.description}"
+    command.__name__ = spec.name
+    return command
+
+
+def _migrate_options(spec: SourceSpec) -> list[Option]:
+    own = [*spec.options, *([spec.namespaces] if spec.namespaces else [])]
+    writing = [o for o in WRITING if spec.complete or o.name not in COMPLETE_ONLY]
+    concurrency = replace(CONCURRENCY, default=spec.concurrency)
+    return [*own, *TARGET, concurrency, RETRIES, PROCESSES, *writing, *OUTPUT]
+
+
+def _verify_options(spec: SourceSpec) -> list[Option]:
+    own = [*spec.options, *([spec.namespaces] if spec.namespaces else [])]
+    concurrency = replace(CONCURRENCY, default=spec.concurrency)
+    strip_nul = replace(
+        STRIP_NUL,
+        help="The table was migrated with --strip-nul: compare metadata without NUL characters.",
+    )
+    return [*own, *TARGET, concurrency, RETRIES, strip_nul, SAMPLE, *OUTPUT]
+
+
+def _epilog(spec: SourceSpec, verb: str = "") -> str | None:
+    if not spec.examples:
+        return None
+    # "\b": click leaves the paragraph as it is instead of rewrapping it.
+    lines = [f"  {example.replace('vec2pg ', f'vec2pg {verb}', 1)}" for example in spec.examples]
+    return "Examples:\n\n\b\n" + "\n".join(lines)
+
+
+class _Command(TyperCommand):
+    """Help as a good command line's reads: ``Usage: vec2pg qdrant [OPTIONS] COLLECTION``,
+    arguments by their names, with no Python types."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [name for name, _ in self._arguments(ctx)]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        options = [
+            record
+            for param in self.get_params(ctx)
+            if param.param_type_name == "option" and (record := param.get_help_record(ctx))
+        ]
+        for title, rows in (("Arguments", self._arguments(ctx)), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def _arguments(self, ctx: Any) -> list[tuple[str, str]]:
+        return [
+            (param.metavar or (param.name or "").upper(), getattr(param, "help", None) or "")
+            for param in self.get_params(ctx)
+            if param.param_type_name == "argument" and not getattr(param, "hidden", False)
+        ]
+
+
+def _command_class(spec: SourceSpec) -> type[TyperCommand]:
+    """A command class that takes the original vec2pg's form, ``migrate ARGUMENT A B C``."""
+
+    class Command(_Command):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            return super().parse_args(ctx, _legacy(self, spec, args))
+
+    return Command
+
+
+def _legacy(command: Any, spec: SourceSpec, args: list[str]) -> list[str]:
+    """``args`` with the original form's positional values after ``migrate ARGUMENT`` turned
+    into the options they stand for; other arguments as they are."""
+    if not spec.legacy or not args or args[0] != "migrate":
+        return args
+    takes_value = {
+        flag
+        for param in command.params
+        if param.param_type_name == "option" and not param.is_flag and not param.count
+        for flag in param.opts
+    }
+    positional: list[str] = []
+    rest: list[str] = []
+    position = 1
+    while position < len(args):
+        arg = args[position]
+        if arg.startswith("-") and arg != "-":
+            rest.append(arg)
+            if "=" not in arg and arg in takes_value and position + 1 < len(args):
+                position += 1
+                rest.append(args[position])
+        else:
+            positional.append(arg)
+        position += 1
+    if not positional:
+        return args  # "migrate" is the name of what to read
+    names = [
+        spec.argument.metavar,
+        *(flag.lstrip("-").replace("-", "_").upper() for flag in spec.legacy),
+    ]
+    if len(positional) > len(names):
+        raise ConfigError(f"too many arguments for: migrate {' '.join(names)}")
+    given = zip(spec.legacy, positional[1:], strict=False)  # the rest may come from the env
+    legacy = [part for flag, value in given for part in (flag, value)]
+    return [positional[0], *rest, *legacy]
+
+
+def _add_commands() -> None:
+    for spec in registry().values():
+        app.command(
+            spec.name,
+            short_help=spec.summary,
+            epilog=_epilog(spec),
+            no_args_is_help=True,
+            cls=_command_class(spec),
+        )(_command_function(spec, _migrate_options(spec), _migrate))
+        if spec.complete:
+            verify_app.command(
+                spec.name,
+                short_help=f"Compare a {spec.name} source with its table.",
+                help=f"Compare {spec.argument.metavar} with the table it was migrated into: "
+                "counts per namespace, every id on both sides, and a sample of records field "
+                "by field. Exit 0 when they match, 8 when they differ.",
+                epilog=_epilog(spec, "verify "),
+                no_args_is_help=True,
+                cls=_Command,
+            )(_command_function(spec, _verify_options(spec), _verify_only))
+
+
+# -- running them ----------------------------------------------------------------------------
+
+
+def _source_options(spec: SourceSpec, values: dict[str, Any]) -> dict[str, Any]:
+    return {option.name: values[option.name] for option in spec.options}
+
+
+def _namespaces(spec: SourceSpec, values: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(values[spec.namespaces.name]) if spec.namespaces else ()
+
+
+def _events(quiet: bool) -> Any:
+    from vec2pg.progress import PlainEvents, QuietEvents, RichEvents
+
+    if quiet:
+        return QuietEvents()
+    return RichEvents() if sys.stderr.isatty() else PlainEvents()
+
+
+def _target(values: dict[str, Any]) -> str:
+    from vec2pg.postgres.target import dsn_password, resolve_dsn
+
+    dsn = resolve_dsn(values["dsn"], embedded=values["embedded"])
     _secret(dsn_password(dsn))
-    events: RichEvents | PlainEvents
-    if common.quiet or common.json_output or common.dry_run:
-        events = QuietEvents()
-    elif sys.stderr.isatty():
-        events = RichEvents()
-    else:
-        events = PlainEvents()
+    return dsn
+
+
+def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
+    """Run one migration (or its dry run); return the exit code."""
+    from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
+    from vec2pg.postgres.sink import PostgresSink, SyncOptions
+    from vec2pg.progress import plan_text, summary_text
+    from vec2pg.sources.base import VerifiableSource
+    from vec2pg.verify import verify
+
+    sync = SyncOptions(
+        prune=values.get("prune", False),
+        replace=values.get("replace", False),
+        restart=values["restart"],
+        rejects=values["rejects"],
+        strip_nul=values["strip_nul"],
+        on_error=values["on_error"],
+    )
+    dsn = _target(values)
     options = Options(
-        concurrency=common.concurrency,
-        retry=RetryPolicy(attempts=common.retries),
-        namespaces=tuple(namespaces),
-        processes=processes,
+        concurrency=values["concurrency"],
+        retry=RetryPolicy(attempts=values["retries"]),
+        namespaces=_namespaces(spec, values),
+        processes=values["processes"],
         flat_memory=sys.platform.startswith("linux"),
     )
-    rejects = common.rejects
-    if common.on_error is OnError.skip and rejects is None:
-        rejects = "vec2pg-rejects.jsonl"
-    elif common.on_error is OnError.stop and rejects is not None:
-        raise ConfigError("--rejects goes with --on-error skip")
-    sync = SyncOptions(
-        prune=common.prune,
-        replace=common.replace,
-        restart=common.restart,
-        rejects=rejects,
-        strip_nul=common.strip_nul,
-    )
+    as_json, dry_run = values["json_output"], values["dry_run"]
+    events = _events(values["quiet"] or as_json or dry_run)
     with ExitStack() as stack:
         stack.callback(events.stop)
-        source = make_source()
-        stack.callback(source.close)
-        if verify_only:
-            report = _verify(source, dsn, common, options)
-            typer.echo(json.dumps(report.as_dict()) if common.json_output else report.text())
-            return int(report.exit_code)
+        source = stack.enter_context(
+            closing(spec.open(values[spec.argument.name], _source_options(spec, values)))
+        )
         sink = stack.enter_context(
             PostgresSink(
                 dsn,
-                schema=common.schema,
-                table=common.table,
-                commit_rows=common.commit_rows,
+                schema=values["schema"],
+                table=values["table"],
+                commit_rows=values["commit_rows"],
                 sync=sync,
-                halfvec=common.halfvec,
-                index=common.index_method.value if common.index_method else None,
+                halfvec=values["halfvec"],
+                index=values["index_method"],
             )
         )
-        if common.dry_run:
+        if dry_run:
             report = plan(source, sink, options)
-            typer.echo(json.dumps(report) if common.json_output else plan_text(report))
+            typer.echo(json.dumps(report) if as_json else plan_text(report))
             return 0
         summary = migrate(source, sink, options, events)
-        checked = _verify(source, dsn, common, options) if common.verify else None
-    result = summary.as_dict()
-    if checked is not None:
-        result["verify"] = checked.as_dict()
-    if common.json_output:
-        typer.echo(json.dumps(result))
+        if values.get("verify"):
+            summary.verify = verify(
+                cast(VerifiableSource, source),
+                dsn,
+                schema=values["schema"],
+                table=values["table"],
+                namespaces=options.namespaces,
+                sample=values["sample"],
+                concurrency=options.concurrency,
+                retry=options.retry,
+                events=events,
+                strip_nul=sync.strip_nul,
+            )
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
     else:
         typer.echo(summary_text(summary))
-        if checked is not None:
-            typer.echo(checked.text())
-        if common.embedded:
+        if summary.verify is not None:
+            typer.echo(summary.verify.text())
+        if values["embedded"]:
             typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
     rejected, stale = summary.total("rejected"), summary.total("stale")
     if rejected:
         print(
-            f"vec2pg: {rejected:,} records were skipped into {rejects}: "
+            f"vec2pg: {rejected:,} records were skipped into {sync.rejects}: "
             "fix them and load them with 'vec2pg jsonl'",
             file=sys.stderr,
         )
-        return int(ExitCode.REJECTED)
-    if stale:
+    elif stale:
         print(
             f"vec2pg: {summary.target} holds {stale:,} rows the source no "
             "longer has: run with --prune to delete them",
             file=sys.stderr,
         )
-        return int(ExitCode.DIFFERS)
-    if checked is not None and not checked.ok:
-        return int(checked.exit_code)
-    return 0
+    return int(summary.exit_code)
 
 
-def _verify(source: Any, dsn: str, common: _Common, options: Any) -> Any:
-    """Compare the source with its table (vec2pg.verify)."""
+def _verify_only(spec: SourceSpec, values: dict[str, Any]) -> int:
+    """Compare a source with its table (``vec2pg verify <source>``); return the exit code."""
+    from vec2pg.pipeline import RetryPolicy
+    from vec2pg.sources.base import VerifiableSource
     from vec2pg.verify import verify
 
-    return verify(
-        source,
-        dsn,
-        schema=common.schema,
-        table=common.table,
-        namespaces=options.namespaces,
-        sample=common.sample,
-        concurrency=common.concurrency,
-        retry=options.retry,
-        strip_nul=common.strip_nul,
-    )
-
-
-@app.command(no_args_is_help=True)
-def qdrant(
-    ctx: typer.Context,
-    collection: Annotated[
-        str, typer.Argument(help="The Qdrant collection to copy.", show_default=False)
-    ],
-    legacy: Annotated[
-        list[str] | None,
-        typer.Argument(
-            hidden=True, help="The original vec2pg's form: migrate COLLECTION URL API_KEY DSN."
-        ),
-    ] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            envvar="QDRANT_URL",
-            help="Qdrant server URL, e.g. http://localhost:6333.",
-            show_default=False,
-        ),
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.", show_default=False
-        ),
-    ] = None,
-    path: Annotated[
-        str | None,
-        typer.Option(
-            "--path",
-            help="A local Qdrant storage folder (qdrant-client's local mode) instead of --url.",
-            show_default=False,
-        ),
-    ] = None,
-    page_size: Annotated[
-        int, typer.Option("--page-size", min=1, max=10_000, help="Points per scroll request.")
-    ] = 256,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")
-    ] = 60.0,
-    dsn: Dsn = None,
-    embedded: Embedded = False,
-    schema: Schema = "vec2pg",
-    table: Table = None,
-    concurrency: Concurrency = 2,
-    retries: Retries = 6,
-    commit_rows: CommitRows = 10_000,
-    prune: Prune = False,
-    replace: Replace = False,
-    restart: Restart = False,
-    on_error: OnErrorOption = OnError.stop,
-    rejects: RejectsOption = None,
-    strip_nul: StripNul = False,
-    dry_run: DryRun = False,
-    index_method: IndexOption = None,
-    halfvec: Halfvec = False,
-    verify: VerifyFlag = False,
-    sample: Sample = 100,
-    quiet: Quiet = False,
-    json_output: Json = False,
-    debug: Debug = False,
-) -> int:
-    """Copy a Qdrant collection into PostgreSQL.
-
-    Every point arrives exactly once: ids (integers and UUIDs, as text), the unnamed
-    vector (column "embedding"), named dense vectors (vector(dim)), sparse vectors
-    (sparsevec) and multivectors (vector(dim)[]), and the payload (jsonb "metadata").
-
-    The original vec2pg's form works too: vec2pg qdrant migrate COLLECTION URL [API_KEY] [DSN],
-    with API_KEY and DSN from QDRANT_API_KEY and POSTGRES_CONNECTION_STRING.
-    """
-    if collection == "migrate" and legacy:
-        collection, url, api_key, dsn = _legacy(
-            legacy, ["COLLECTION", "URL", "API_KEY", "DSN"], [url, api_key, dsn]
+    dsn = _target(values)
+    as_json = values["json_output"]
+    events = _events(values["quiet"] or as_json)
+    with closing(spec.open(values[spec.argument.name], _source_options(spec, values))) as source:
+        report = verify(
+            cast(VerifiableSource, source),
+            dsn,
+            schema=values["schema"],
+            table=values["table"],
+            namespaces=_namespaces(spec, values),
+            sample=values["sample"],
+            concurrency=values["concurrency"],
+            retry=RetryPolicy(attempts=values["retries"]),
+            events=events,
+            strip_nul=values["strip_nul"],
         )
-    elif legacy:
-        raise ConfigError(f"unexpected arguments after the collection: {' '.join(legacy)}")
-    _secret(api_key)
-
-    def make_source() -> Any:
-        from vec2pg.sources.qdrant import QdrantSource
-
-        return QdrantSource(
-            collection, url=url, api_key=api_key, path=path, timeout=timeout, page_size=page_size
-        )
-
-    common = _Common.of(locals())
-    return _run(make_source, common, verify_only=_verifying(ctx))
+    typer.echo(json.dumps(report.as_dict()) if as_json else report.text())
+    return int(report.exit_code)
 
 
-@app.command(no_args_is_help=True)
-def pinecone(
-    ctx: typer.Context,
-    index: Annotated[str, typer.Argument(help="The Pinecone index to copy.", show_default=False)],
-    legacy: Annotated[
-        list[str] | None,
-        typer.Argument(hidden=True, help="The original vec2pg's form: migrate INDEX API_KEY DSN."),
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key", envvar="PINECONE_API_KEY", help="Pinecone API key.", show_default=False
-        ),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(
-            "--host",
-            help="The index's host (https://INDEX-PROJECT.svc...); skips the control plane.",
-            show_default=False,
-        ),
-    ] = None,
-    namespace: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--namespace",
-            "-n",
-            help='Copy only this namespace (repeatable). The default one is __default__ (or "").',
-            show_default=False,
-        ),
-    ] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for each request.")
-    ] = 30.0,
-    processes: Annotated[
-        int | None,
-        typer.Option(
-            "--processes",
-            min=0,
-            max=64,
-            help="Processes that decode the fetched records. Default: one per CPU (up to 4; "
-            "none on a single CPU) for 20,000 records or more. 0: the reading threads decode.",
-            show_default=False,
-        ),
-    ] = None,
-    dsn: Dsn = None,
-    embedded: Embedded = False,
-    schema: Schema = "vec2pg",
-    table: Table = None,
-    concurrency: Concurrency = 8,
-    retries: Retries = 6,
-    commit_rows: CommitRows = 10_000,
-    prune: Prune = False,
-    replace: Replace = False,
-    restart: Restart = False,
-    on_error: OnErrorOption = OnError.stop,
-    rejects: RejectsOption = None,
-    strip_nul: StripNul = False,
-    dry_run: DryRun = False,
-    index_method: IndexOption = None,
-    halfvec: Halfvec = False,
-    verify: VerifyFlag = False,
-    sample: Sample = 100,
-    quiet: Quiet = False,
-    json_output: Json = False,
-    debug: Debug = False,
-) -> int:
-    """Copy a serverless Pinecone index, every namespace, into PostgreSQL.
-
-    One row per (namespace, id): dense values (column "embedding", vector(dim)), sparse
-    values ("sparse_embedding", sparsevec) and metadata (jsonb "metadata"). Ids are listed
-    and fetched with several requests in flight (--concurrency); rate limits (HTTP 429)
-    slow the run down, they do not stop it.
-
-    The original vec2pg's form works too: vec2pg pinecone migrate INDEX [API_KEY] [DSN],
-    with API_KEY and DSN from PINECONE_API_KEY and POSTGRES_CONNECTION_STRING.
-    """
-    if index == "migrate" and legacy:
-        index, api_key, dsn = _legacy(legacy, ["INDEX", "API_KEY", "DSN"], [api_key, dsn])
-    elif legacy:
-        raise ConfigError(f"unexpected arguments after the index: {' '.join(legacy)}")
-    _secret(api_key)
-    namespaces = [_default_namespace(n) for n in namespace or []]
-
-    def make_source() -> Any:
-        from vec2pg.sources.pinecone import PineconeSource
-
-        return PineconeSource(
-            index, api_key=api_key, host=host, timeout=timeout, concurrency=concurrency
-        )
-
-    common = _Common.of(locals())
-    return _run(make_source, common, namespaces, verify_only=_verifying(ctx), processes=processes)
-
-
-@app.command(no_args_is_help=True)
-def jsonl(
-    path: Annotated[
-        str, typer.Argument(help="A rejects file written by --on-error skip.", show_default=False)
-    ],
-    dsn: Dsn = None,
-    embedded: Embedded = False,
-    schema: Schema = "vec2pg",
-    table: Table = None,
-    concurrency: Concurrency = 1,
-    retries: Retries = 6,
-    commit_rows: CommitRows = 10_000,
-    prune: Annotated[bool, typer.Option(hidden=True)] = False,
-    replace: Annotated[bool, typer.Option(hidden=True)] = False,
-    restart: Restart = False,
-    on_error: OnErrorOption = OnError.stop,
-    rejects: RejectsOption = None,
-    strip_nul: StripNul = False,
-    dry_run: DryRun = False,
-    index_method: IndexOption = None,
-    halfvec: Halfvec = False,
-    verify: Annotated[bool, typer.Option(hidden=True)] = False,
-    sample: Annotated[int, typer.Option(hidden=True)] = 0,
-    quiet: Quiet = False,
-    json_output: Json = False,
-    debug: Debug = False,
-) -> int:
-    """Load a rejects file (records an earlier run skipped) once their cause is fixed.
-
-    The file's first line names the collection and its vectors, so the records go into
-    the same table (vec2pg."<collection>") and are merged with what it holds.
-    """
-
-    def make_source() -> Any:
-        from vec2pg.sources.jsonl import JsonlSource
-
-        return JsonlSource(path)
-
-    return _run(make_source, _Common.of(locals()))
-
-
-@app.command(no_args_is_help=True)
+@app.command(
+    no_args_is_help=True,
+    cls=_Command,
+    short_help="Show a target's rows, last run and saved progress.",
+)
 def status(
-    table: Annotated[
-        str, typer.Argument(help="The target table (the collection's name).", show_default=False)
-    ],
-    dsn: Dsn = None,
-    embedded: Embedded = False,
-    schema: Schema = "vec2pg",
-    json_output: Json = False,
-    debug: Debug = False,
+    table: str = typer.Argument(
+        ..., metavar="TABLE", help="The target table (the collection's name).", show_default=False
+    ),
+    dsn: str | None = typer.Option(
+        None,
+        "--dsn",
+        metavar="DSN",
+        help="PostgreSQL connection string. Default: $POSTGRES_CONNECTION_STRING, then "
+        "$DATABASE_URL.",
+        show_default=False,
+    ),
+    embedded: bool = typer.Option(
+        False, "--embedded", help="Read the embedded PostgreSQL's target."
+    ),
+    schema: str = typer.Option("vec2pg", "--schema", metavar="NAME", help="Target schema."),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print one JSON object (the status, or the error) on stdout."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> int:
     """Show a target's rows, its last completed run and any saved progress.
 
     Exits 0 when the target has completed a run and has no unfinished one, 8 when an
     unfinished run waits to be resumed, 5 when vec2pg has never completed a run on it.
     """
-    from vec2pg.postgres import resolve_dsn
     from vec2pg.postgres.sink import target_status
 
-    dsn = resolve_dsn(dsn, embedded=embedded)
-    report = target_status(dsn, schema, table)
+    output = _output()
+    output.debug, output.json = output.debug or debug, json_output
+    report = target_status(_target({"dsn": dsn, "embedded": embedded}), schema, table)
     if json_output:
         typer.echo(json.dumps(report))
     else:
@@ -649,41 +676,8 @@ verify_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-app.add_typer(verify_app)
-# The source commands themselves, so that verify takes exactly the options a migration
-# took; run under "verify" they only compare (the options that shape writing are unused).
-verify_app.command(
-    "qdrant",
-    no_args_is_help=True,
-    help="Compare a Qdrant collection with its table (same options as 'vec2pg qdrant').",
-)(qdrant)
-verify_app.command(
-    "pinecone",
-    no_args_is_help=True,
-    help="Compare a Pinecone index with its table (same options as 'vec2pg pinecone').",
-)(pinecone)
-
-
-def _verifying(ctx: typer.Context) -> bool:
-    """Whether the command runs as 'vec2pg verify <source>'."""
-    return ctx.parent is not None and ctx.parent.info_name == "verify"
-
-
-def _default_namespace(name: str) -> str:
-    # Pinecone spells its default namespace "__default__" (older servers: ""); so does the table.
-    return name or "__default__"
-
-
-def _legacy(args: list[str], names: list[str], defaults: list[str | None]) -> list[Any]:
-    """Map the original positional form onto (name, *options); later ones may come from env."""
-    if len(args) > len(names):
-        raise ConfigError(f"too many arguments for: migrate {' '.join(names)}")
-    values: list[str | None] = list(args) + [None] * (len(names) - len(args))
-    # Options given explicitly fill what the positional form left out.
-    for i, default in enumerate(defaults, start=1):
-        if values[i] is None:
-            values[i] = default
-    return values
+app.add_typer(verify_app, short_help="Compare a source with its table.")
+_add_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -691,15 +685,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from typer.exceptions import Abort, Exit, TyperException
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("VEC2PG_DEBUG") == "1"
-    as_json = "--json" in args
+    output = _Output(debug=os.environ.get("VEC2PG_DEBUG") == "1")
+    token = _OUTPUT.set(output)
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="vec2pg", standalone_mode=False)
         if result == ExitCode.INTERRUPTED:
             # Typer turns Ctrl-C into this exit code without a word (no command returns
             # it): say it, on stderr and in --json's error object, as for any failure.
-            return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
+            return _fail("interrupted", ExitCode.INTERRUPTED, output)
         return int(result) if isinstance(result, int) else 0
     except Exit as exc:
         return int(exc.exit_code)
@@ -711,28 +705,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vec2pg: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", ExitCode.USAGE))
     except Abort:
-        return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
+        return _fail("interrupted", ExitCode.INTERRUPTED, output)
     except Vec2pgError as exc:
-        if debug:
+        if output.debug:
             import traceback
 
             traceback.print_exc()
-        return _fail(str(exc), exc.exit_code, as_json)
+        return _fail(str(exc), exc.exit_code, output)
     except KeyboardInterrupt:
-        return _fail("interrupted", ExitCode.INTERRUPTED, as_json)
+        return _fail("interrupted", ExitCode.INTERRUPTED, output)
     except Exception as exc:
-        if debug:
+        if output.debug:
             import traceback
 
             traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}"
-        hint = "" if debug else " (run with --debug for the traceback)"
-        return _fail(f"internal error: {reason}{hint}", ExitCode.INTERNAL, as_json)
+        hint = "" if output.debug else " (run with --debug for the traceback)"
+        return _fail(f"internal error: {reason}{hint}", ExitCode.INTERNAL, output)
+    finally:
+        _OUTPUT.reset(token)
 
 
-def _fail(message: str, code: ExitCode, as_json: bool) -> int:
+def _fail(message: str, code: ExitCode, output: _Output) -> int:
     message = redact(message)
-    if as_json:
+    if output.json:
         print(json.dumps({"error": message, "exit_code": int(code)}))
     print(f"vec2pg: error: {message}", file=sys.stderr)
     return int(code)

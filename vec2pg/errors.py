@@ -24,7 +24,8 @@ class ExitCode(IntEnum):
     LOCKED = 7  # another vec2pg run holds the lock on this target
     DIFFERS = 8  # the run finished, but the table does not match the source
     REJECTED = 9  # the run finished, but skipped records (they are in the rejects file)
-    INTERRUPTED = 130  # Ctrl-C / SIGTERM
+    LOCAL = 10  # this machine failed the run: a decoding process died, a file is unwritable
+    INTERRUPTED = 130  # Ctrl-C
 
 
 class Vec2pgError(Exception):
@@ -105,6 +106,13 @@ class LockHeld(Vec2pgError):
     """Another run is writing to the same target table."""
 
     exit_code = ExitCode.LOCKED
+
+
+class LocalError(Vec2pgError):
+    """This machine failed the run: a decoding process died (killed, out of memory), or a
+    file vec2pg writes could not be written."""
+
+    exit_code = ExitCode.LOCAL
 
 
 class InvalidRecord(Vec2pgError):

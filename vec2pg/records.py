@@ -1,7 +1,8 @@
 """The records that flow from a source to the sink: plain data, no I/O.
 
-A source describes itself once (:class:`SourceInfo`: its vector fields and namespaces) and
-then yields :class:`Batch` es of :class:`Record` s. Vectors are numpy arrays:
+A source describes itself once (:class:`SourceInfo`: its vector fields and namespaces), and
+its pages (:class:`vec2pg.sources.base.Page`) load as lists of :class:`Record` s. Vectors are
+numpy arrays:
 
 * a dense vector is a 1-D ``float32`` array,
 * a multivector (Qdrant's ColBERT-style late-interaction vectors) is a 2-D ``float32``
@@ -12,7 +13,7 @@ then yields :class:`Batch` es of :class:`Record` s. Vectors are numpy arrays:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeAlias
 
@@ -96,8 +97,6 @@ class SourceInfo:
     #: Whether the source has namespaces at all; if so the table gets a namespace column
     #: and its key is (namespace, id).
     namespaced: bool
-    #: True when the namespace counts are exact, so progress can show an honest ETA.
-    exact_counts: bool = True
     #: False when the source holds only some of the collection's records (a rejects file):
     #: rows it lacks are then not stale, and --prune is refused.
     complete: bool = True
@@ -120,15 +119,3 @@ class Record:
     vectors: Mapping[str, Vector | None]
     metadata: dict[str, Any] | None = None
     namespace: str = ""
-
-
-@dataclass(slots=True)
-class Batch:
-    """Records read from one chain of a namespace, and the cursor to resume *after* them."""
-
-    namespace: str
-    records: list[Record] = field(default_factory=list)
-    #: Cursor of the next page of the chain; ``None`` when this batch ends the chain.
-    next_cursor: Cursor = None
-    #: The chain (see :meth:`vec2pg.sources.base.Source.partitions`) the batch came from.
-    partition: str = ""

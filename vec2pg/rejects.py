@@ -38,7 +38,6 @@ class RejectsFile:
         self._info = info
         self._pending: list[str] = []
         self._file: IO[str] | None = None
-        self.written = 0
         if os.path.realpath(info.location) == os.path.realpath(self.path):
             raise ConfigError(f"{self.path} is what this run reads: give --rejects another file")
         existing = _first_line(self.path)
@@ -72,7 +71,6 @@ class RejectsFile:
         self._file.write("\n".join(self._pending) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.written += len(self._pending)
         self._pending = []
 
     def discard(self) -> None:

@@ -24,41 +24,31 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import random
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 import numpy as np
-from psycopg import sql
 
-from vec2pg.errors import (
-    ConfigError,
-    ExitCode,
-    TargetStateError,
-)
-from vec2pg.masking import mask_dsn
-from vec2pg.pipeline import (
-    SPLIT_IN_FLIGHT,
-    Events,
-    NoEvents,
-    RetryPolicy,
-    _Retrier,
-    _selected,
-)
+from vec2pg.errors import ConfigError, ExitCode
+from vec2pg.postgres.compare import StoredColumn, TargetTable
 from vec2pg.postgres.encode import without_nul
-from vec2pg.postgres.layout import TableLayout, VectorColumn, layout_for
-from vec2pg.postgres.sink import column_types, open_connection, translate_errors
+from vec2pg.postgres.layout import layout_for
+from vec2pg.reading import (
+    SPLIT_IN_FLIGHT,
+    Chain,
+    ChainReader,
+    Retrier,
+    RetryEvents,
+    RetryPolicy,
+    select_namespaces,
+)
 from vec2pg.records import Metric, Record, SparseVector, VectorKind
 from vec2pg.sources.base import FETCH_MAX_IDS, Page, VerifiableSource
-
-if TYPE_CHECKING:
-    from psycopg import Connection
 
 #: Ids on one side only that a report names (the count is always complete); the text
 #: report shows the first few of them.
@@ -76,8 +66,6 @@ COSINE_RTOL = 1e-5
 COSINE_ATOL = 1e-6
 #: Differences the text report lists before it only counts the rest.
 SHOWN_DIFFERENCES = 10
-
-_IDS = sql.Identifier("_vec2pg_verify_ids")
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -256,7 +244,7 @@ def verify(
     sample: int = DEFAULT_SAMPLE,
     concurrency: int = 4,
     retry: RetryPolicy | None = None,
-    events: Events | None = None,
+    events: RetryEvents | None = None,
     strip_nul: bool = False,
 ) -> VerifyReport:
     """Compare ``source`` with the table it was migrated into, and report every difference.
@@ -278,104 +266,47 @@ def verify(
     if concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, not {concurrency}")
     started = time.monotonic()
-    retrier = _Retrier(retry or RetryPolicy(), events or NoEvents(), concurrency)
+    retrier = Retrier(retry or RetryPolicy(), events, concurrency)
     info = retrier.call(source.describe)
-    selected = _selected(info, namespaces)
+    selected = select_namespaces(info, namespaces)
     layout = layout_for(info, schema, table)
     report = VerifyReport(info.kind, info.collection, layout.display, info.namespaced)
-    with _Table(dsn, layout) as target:
+    with TargetTable(dsn, layout) as target:
         held = target.counts([ns.name for ns in selected] if namespaces else None)
         for ns in selected:
             check = report.namespaces[ns.name] = NamespaceCheck(target_count=held.get(ns.name, 0))
-            partitions = source.partitions(
-                ns.name, ns.count, 2 * concurrency, retrier.limited(SPLIT_IN_FLIGHT)
-            )
+            chains = [
+                Chain(ns.name, partition)
+                for partition in source.partitions(
+                    ns.name, ns.count, 2 * concurrency, retrier.limited(SPLIT_IN_FLIGHT)
+                )
+            ]
             reservoir = _Reservoir(sample, random.Random())
-            pages = _listed_ids(source, retrier, ns.name, partitions, concurrency)
-            target.copy_ids(reservoir.passing(pages))
+            listed = ChainReader(
+                chains,
+                source.page_ids,
+                partial(_page_ids, retrier),
+                concurrency=concurrency,
+                retrier=retrier,
+            )
+            target.copy_ids(reservoir.passing(ids for _, ids, _ in listed))
             check.source_count = reservoir.seen
-            check.missing_in_target = target.missing(ns.name)
-            check.extra_in_target = target.extra(ns.name)
+            check.missing_in_target = IdDifference(*target.missing(ns.name, SHOWN_IDS))
+            check.extra_in_target = IdDifference(*target.extra(ns.name, SHOWN_IDS))
             target.forget_ids()
             _compare_sample(source, retrier, target, ns.name, reservoir.items, check, strip_nul)
         if info.namespaced and not namespaces:
             # Namespaces the source no longer has (or never had): every row is extra.
             for name in sorted(held.keys() - report.namespaces.keys()):
                 check = report.namespaces[name] = NamespaceCheck(target_count=held[name])
-                check.extra_in_target = target.extra(name)  # against no source ids at all
+                # Against no source ids at all.
+                check.extra_in_target = IdDifference(*target.extra(name, SHOWN_IDS))
     report.seconds = time.monotonic() - started
     report.retries = retrier.retries
     return report
 
 
-def _listed_ids(
-    source: VerifiableSource,
-    retrier: _Retrier,
-    namespace: str,
-    partitions: Sequence[str],
-    concurrency: int,
-) -> Iterator[list[str]]:
-    """Every id of ``namespace``, a page at a time, its chains walked ``concurrency`` at once.
-
-    A bounded queue between the walkers and the caller keeps at most ``2 * concurrency``
-    pages of ids in memory.
-    """
-    chains: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for partition in partitions:
-        chains.put(partition)
-    pages: queue.Queue[list[str] | BaseException | None] = queue.Queue(maxsize=2 * concurrency)
-    stop = threading.Event()
-
-    def put(item: list[str] | BaseException | None) -> None:
-        while not stop.is_set():
-            try:
-                pages.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def walk() -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    partition = chains.get_nowait()
-                except queue.Empty:
-                    return
-                cursor = None
-                while not stop.is_set():
-                    page = retrier.call(source.page_ids, namespace, partition, cursor)
-                    put(_page_ids(page, retrier))
-                    if page.next_cursor is None:
-                        break
-                    cursor = page.next_cursor
-        except BaseException as exc:  # handed to the caller, which raises it
-            put(exc)
-        finally:
-            put(None)
-
-    walkers = [
-        threading.Thread(target=walk, name=f"vec2pg-verify-{i}", daemon=True)
-        for i in range(max(1, min(concurrency, len(partitions))))
-    ]
-    for walker in walkers:
-        walker.start()
-    running = len(walkers)
-    try:
-        while running:
-            item = pages.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        stop.set()
-        for walker in walkers:
-            walker.join()
-
-
-def _page_ids(page: Page, retrier: _Retrier) -> list[str]:
+def _page_ids(retrier: Retrier, page: Page) -> list[str]:
     # page_ids may hand back a whole page where listing ids costs as much as reading.
     if page.ids is not None:
         return page.ids
@@ -426,8 +357,8 @@ class _Reservoir:
 
 def _compare_sample(
     source: VerifiableSource,
-    retrier: _Retrier,
-    target: _Table,
+    retrier: Retrier,
+    target: TargetTable,
     namespace: str,
     ids: list[str],
     check: NamespaceCheck,
@@ -448,204 +379,40 @@ def _compare_sample(
             check.sampled += 1
             check.mismatched += [
                 Mismatch(record_id, namespace, column, reason)
-                for column, reason in target.differences(record, row, strip_nul)
+                for column, reason in _differences(target.columns, record, row, strip_nul)
             ]
 
 
 # -- the table ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Column:
-    """A vector column as the table holds it."""
-
-    vector: VectorColumn
-    half: bool  # stored as halfvec: compared within half precision
-
-
-class _Table:
-    """The target table, read through one connection of its own."""
-
-    def __init__(self, dsn: str, layout: TableLayout) -> None:
-        self._dsn = dsn
-        self._layout = layout
-        self._conn: Connection[Any] | None = None
-        self._columns: list[_Column] = []
-
-    @property
-    def conn(self) -> Connection[Any]:
-        assert self._conn is not None, "use _Table as a context manager"
-        return self._conn
-
-    def __enter__(self) -> _Table:
-        layout = self._layout
-        self._conn = open_connection(self._dsn, "vec2pg verify")
-        try:
-            with self._translate(f"reading the columns of {layout.display}"):
-                self._columns = self._check_columns()
-                from pgvector.psycopg import register_vector
-
-                register_vector(self.conn)
-                self.conn.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE IF NOT EXISTS {} (id text) ON COMMIT DELETE ROWS"
-                    ).format(_IDS)
-                )
-                self.conn.commit()
-        except BaseException:
-            self.conn.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()  # read only: nothing to commit; the temporary table goes too
-
-    def _check_columns(self) -> list[_Column]:
-        """The vector columns, after checking the table exists and suits the source."""
-        layout = self._layout
-        if self.conn.execute(
-            "SELECT to_regclass(%s)", [layout.qualified.as_string(self.conn)]
-        ).fetchone() in (None, (None,)):
-            raise TargetStateError(
-                f"table {layout.display} does not exist in {mask_dsn(self._dsn)}: nothing to "
-                "verify; migrate first, or name the table with --schema and --table"
-            )
-        held = column_types(self.conn, layout.qualified)
-        wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
-        wrong = [
-            f"{name} {wanted[name]} (the table has {held.get(name) or 'no such column'})"
-            for name in layout.column_names
-            # A dense vector may be stored in half precision (--halfvec).
-            if held.get(name) not in (wanted[name], _as_halfvec(wanted[name]))
-        ]
-        if wrong:
-            raise TargetStateError(
-                f"table {layout.display} was not migrated from this source: it needs "
-                f"{'; '.join(wrong)}; name the right table with --schema and --table"
-            )
-        return [
-            _Column(vector, held[vector.name].startswith("halfvec")) for vector in layout.vectors
-        ]
-
-    def counts(self, namespaces: list[str] | None) -> dict[str, int]:
-        """Rows per namespace (``""`` when the table has no namespaces)."""
-        layout = self._layout
-        if not layout.namespaced:
-            query = sql.SQL("SELECT '', count(*) FROM {}")
-        elif namespaces is None:
-            query = sql.SQL("SELECT namespace, count(*) FROM {} GROUP BY 1")
-        else:
-            query = sql.SQL(
-                "SELECT namespace, count(*) FROM {} WHERE namespace = ANY(%s) GROUP BY 1"
-            )
-        params = [namespaces] if layout.namespaced and namespaces is not None else None
-        with self._translate(f"counting the rows of {layout.display}"):
-            rows = self.conn.execute(query.format(layout.qualified), params).fetchall()
-            self.conn.commit()
-        return {str(namespace): int(count) for namespace, count in rows}
-
-    def copy_ids(self, pages: Iterable[Sequence[str]]) -> None:
-        """Copy a namespace's source ids, page by page, into a temporary table, for
-        :meth:`missing` and :meth:`extra`; :meth:`forget_ids` drops them."""
-        with self._translate("copying the source's ids into PostgreSQL"):
-            statement = sql.SQL("COPY {} (id) FROM STDIN").format(_IDS)
-            with self.conn.cursor().copy(statement) as copy:
-                for ids in pages:
-                    for record_id in ids:
-                        copy.write_row((record_id,))
-            # Temporary tables are never analysed automatically: without statistics the
-            # planner guesses a few rows and may choose a nested-loop anti-join.
-            self.conn.execute(sql.SQL("ANALYZE {}").format(_IDS))
-
-    def forget_ids(self) -> None:
-        """Drop the copied ids: the temporary table empties itself on commit."""
-        with self._translate("dropping the source's ids"):
-            self.conn.commit()
-
-    def missing(self, namespace: str) -> IdDifference:
-        """Source ids (copied by :meth:`source_ids`) that are no row of the table."""
-        return self._one_sided(
-            "SELECT s.id FROM {ids} AS s WHERE NOT EXISTS "
-            "(SELECT FROM {table} AS t WHERE {in_namespace}t.id = s.id)",
-            namespace,
-        )
-
-    def extra(self, namespace: str) -> IdDifference:
-        """Rows of the table whose ids the source did not list."""
-        return self._one_sided(
-            "SELECT t.id FROM {table} AS t WHERE {in_namespace}NOT EXISTS "
-            "(SELECT FROM {ids} AS s WHERE s.id = t.id)",
-            namespace,
-        )
-
-    def _one_sided(self, ids_query: str, namespace: str) -> IdDifference:
-        layout = self._layout
-        in_namespace = sql.SQL("t.namespace = %(namespace)s AND " if layout.namespaced else "")
-        query = sql.SQL(
-            "WITH found AS ({}) SELECT (SELECT count(*) FROM found), "
-            # Byte order, whatever the database's collation: the order Pinecone lists in.
-            'ARRAY(SELECT id FROM found ORDER BY id COLLATE "C" LIMIT %(shown)s)'
-        ).format(
-            sql.SQL(ids_query).format(ids=_IDS, table=layout.qualified, in_namespace=in_namespace)
-        )
-        with self._translate(f"comparing ids with {layout.display}"):
-            row = self.conn.execute(query, {"namespace": namespace, "shown": SHOWN_IDS}).fetchone()
-        assert row is not None
-        return IdDifference(int(row[0]), [str(i) for i in row[1]])
-
-    def rows(self, namespace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The rows of these ids in ``namespace``, by id: each column's value by name."""
-        layout = self._layout
-        names = ["id", *(c.vector.name for c in self._columns), "metadata"]
-        in_namespace = "namespace = %(namespace)s AND " if layout.namespaced else ""
-        query = sql.SQL("SELECT {} FROM {} WHERE {}id = ANY(%(ids)s)").format(
-            sql.SQL(", ").join(map(sql.Identifier, names)),
-            layout.qualified,
-            sql.SQL(in_namespace),
-        )
-        with self._translate(f"reading sampled rows of {layout.display}"):
-            # Binary: pgvector's loaders then read each float exactly as stored.
-            cursor = self.conn.cursor(binary=True)
-            fetched = cursor.execute(query, {"namespace": namespace, "ids": list(ids)}).fetchall()
-            self.conn.commit()
-        return {str(values[0]): dict(zip(names, values, strict=True)) for values in fetched}
-
-    def differences(
-        self, record: Record, row: dict[str, Any], strip_nul: bool
-    ) -> Iterator[tuple[str, str]]:
-        """(column, reason) for every field of ``record`` that its ``row`` does not hold."""
-        for column in self._columns:
-            vector = column.vector
-            reason = _vector_difference(
-                record.vectors.get(vector.field.name), row[vector.name], column
-            )
-            if reason is not None:
-                yield vector.name, reason
-        metadata = record.metadata
-        if strip_nul and metadata is not None:
-            metadata = without_nul(metadata)
-        # No metadata and an empty object are the same to every source; Qdrant's scroll
-        # and retrieve may answer either for a point without payload.
-        reason = _json_difference(metadata or {}, row["metadata"] or {}, "$")
+def _differences(
+    columns: Sequence[StoredColumn], record: Record, row: dict[str, Any], strip_nul: bool
+) -> Iterator[tuple[str, str]]:
+    """(column, reason) for every field of ``record`` that its ``row`` does not hold."""
+    for column in columns:
+        vector = column.vector
+        reason = _vector_difference(record.vectors.get(vector.field.name), row[vector.name], column)
         if reason is not None:
-            yield "metadata", reason
-
-    def _translate(self, doing: str) -> AbstractContextManager[None]:
-        return translate_errors(self._dsn, doing)
+            yield vector.name, reason
+    metadata = record.metadata
+    if strip_nul and metadata is not None:
+        metadata = without_nul(metadata)
+    # No metadata and an empty object are the same to every source; Qdrant's scroll and
+    # retrieve may answer either for a point without payload.
+    reason = _json_difference(metadata or {}, row["metadata"] or {}, "$")
+    if reason is not None:
+        yield "metadata", reason
 
 
 def _count(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
 
-def _as_halfvec(sql_type: str) -> str | None:
-    return "halfvec(" + sql_type[len("vector(") :] if sql_type.startswith("vector(") else None
-
-
 # -- comparing fields ---------------------------------------------------------------------
 
 
-def _vector_difference(source: Any, stored: Any, column: _Column) -> str | None:
+def _vector_difference(source: Any, stored: Any, column: StoredColumn) -> str | None:
     """Why the stored value of a vector column is not the source's vector, or None."""
     if source is None and stored is None:
         return None

@@ -23,17 +23,17 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from vec2pg.errors import ConfigError, TargetError, TargetUnavailable
+from vec2pg.errors import ConfigError, TargetError
+from vec2pg.postgres.connection import translate_errors
 from vec2pg.postgres.layout import TableLayout, VectorColumn
 from vec2pg.records import Metric, VectorKind
 
@@ -169,7 +169,7 @@ def build_index(
     runs in its own transaction on ``conn``; Ctrl-C cancels it.
     """
     _check_method(method)
-    with _translate(conn, f"indexing {layout.display}"):
+    with translate_errors(None, f"indexing {layout.display}", conn):
         columns = _table_columns(conn, layout)
         for column in columns:
             _check_dimensions(layout, column, method)
@@ -542,21 +542,3 @@ class _Progress:
 def _note(on_note: NoteCallback | None, text: str) -> None:
     if on_note is not None:
         on_note(text)
-
-
-@contextmanager
-def _translate(conn: Connection[Any], doing: str) -> Iterator[None]:
-    """Turn psycopg's errors into vec2pg's, naming what we were doing."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        if conn.broken:  # not every OperationalError (a cancel, a full disk) loses it
-            raise TargetUnavailable(
-                f"lost the connection to PostgreSQL while {doing}: {_first_line(exc)}"
-            ) from exc
-        raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -104,7 +104,7 @@ class TableLayout:
     @property
     def display(self) -> str:
         """The table's name as a person would type it in psql."""
-        return f"{_quote(self.schema)}.{_quote(self.table)}"
+        return f"{quote(self.schema)}.{quote(self.table)}"
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -164,5 +164,6 @@ def _check_identifier(name: str, what: str, option: str | None) -> None:
         )
 
 
-def _quote(identifier: str) -> str:
+def quote(identifier: str) -> str:
+    """An identifier quoted as PostgreSQL quotes it."""
     return '"' + identifier.replace('"', '""') + '"'

@@ -1,7 +1,7 @@
 """The shared PostgreSQL sink: one table per collection, kept in step with its source.
 
 It knows nothing of any source: it takes a :class:`~vec2pg.records.SourceInfo` and pages of
-rows its encoder made (:meth:`PostgresSink.encoder`). A run is one of three modes:
+rows its encoder made (:meth:`TargetRun.encoder`). A run is one of three modes:
 
 * ``load``: the table is new or empty. Rows go straight in through binary COPY, and the
   primary key is added after the load (pgvector's loading advice: load first, index after).
@@ -13,37 +13,34 @@ rows its encoder made (:meth:`PostgresSink.encoder`). A run is one of three mode
 * ``replace``: rows load into a new table which then takes the old one's place in one
   transaction: readers see the old table or the new one, never a half.
 
-Every transaction commits its rows together with the cursors of the chains they came
-from (:mod:`vec2pg.postgres.state`), so a run killed at any moment resumes where its last
-commit left it. A PostgreSQL advisory lock per target keeps a second run out.
+Which mode, and whether a run resumes an interrupted one, is decided once, by
+:func:`vec2pg.postgres.plan.decide`, for the run and its dry run alike. Every transaction
+commits its rows together with the cursors of the chains they came from
+(:mod:`vec2pg.postgres.state`), so a run killed at any moment resumes where its last commit
+left it. A PostgreSQL advisory lock per target keeps a second run out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from vec2pg.errors import (
-    ConfigError,
-    InvalidRecord,
-    LockHeld,
-    TargetError,
-    TargetStateError,
-    TargetUnavailable,
-)
+from vec2pg.errors import ConfigError, InvalidRecord, TargetError
+from vec2pg.postgres import catalog
+from vec2pg.postgres.connection import open_connection, translate_errors
 from vec2pg.postgres.encode import COPY_HEADER, COPY_TRAILER, EncodedRows, PageEncoder
 from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
-from vec2pg.postgres.state import DONE, State, fingerprint, lock_key, status
-from vec2pg.postgres.target import mask_dsn
+from vec2pg.postgres.plan import Decision, decide, key_clause, lock_held, read_facts, write_table
+from vec2pg.postgres.state import DONE, SETUP_LOCK, State, lock_key, status
 from vec2pg.records import Cursor, SourceInfo
 from vec2pg.rejects import RejectsFile
 
@@ -56,24 +53,15 @@ DEFAULT_COMMIT_ROWS = 10_000
 #: A transaction also ends after this many seconds, so that a slow source still saves
 #: its progress often.
 COMMIT_SECONDS = 10.0
+#: Where ``--on-error skip`` writes rejected records unless told otherwise.
+DEFAULT_REJECTS = "vec2pg-rejects.jsonl"
 
 Chain = tuple[str, str]  # (namespace, partition)
-
-#: Server-side keepalives (user-settable since PostgreSQL 9.x; ignored on Unix sockets).
-_SESSION_OPTIONS = (
-    "-c tcp_keepalives_idle=60 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=6"
-    # Adding the key of a large table, a merge or a prune may take longer than a role's
-    # statement_timeout allows: that would make the run fail every night, at the end.
-    " -c statement_timeout=0"
-)
-#: SQLSTATEs of a connection that is gone (besides class 08, connection exceptions):
-#: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now.
-_CONNECTION_LOST = {"57P01", "57P02", "57P03"}
 
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
-    """How a run treats a table that already holds rows."""
+    """How a run treats a table that already holds rows, and records it cannot store."""
 
     prune: bool = False  # delete rows the source no longer has (after a complete scan)
     replace: bool = False  # load a new table and swap it in
@@ -81,6 +69,19 @@ class SyncOptions:
     #: Write records PostgreSQL cannot take to this JSONL file and go on (None: stop).
     rejects: str | None = None
     strip_nul: bool = False  # remove NUL characters from metadata instead of refusing it
+    #: ``"stop"`` at a record PostgreSQL cannot take, or ``"skip"`` it into ``rejects``
+    #: (default :data:`DEFAULT_REJECTS`); None: skip if ``rejects`` is given.
+    on_error: Literal["stop", "skip"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prune and self.replace:
+            raise ConfigError(
+                "--prune and --replace do not go together: --replace keeps only what the source has"
+            )
+        if self.on_error == "stop" and self.rejects is not None:
+            raise ConfigError("--rejects goes with --on-error skip")
+        if self.on_error == "skip" and self.rejects is None:
+            object.__setattr__(self, "rejects", DEFAULT_REJECTS)
 
 
 @dataclass(slots=True)
@@ -104,18 +105,6 @@ class Counts:
             setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
 
 
-@dataclass(slots=True)
-class Plan:
-    """What this run does: its mode and, when resuming, where each chain stands."""
-
-    mode: str  # "load", "merge" or "replace"
-    run_id: int
-    resumed: bool
-    #: Every chain of the run and its cursor (None: not started; DONE: finished). Empty
-    #: for a fresh run, whose chains the pipeline records with start_chains().
-    chains: dict[Chain, Cursor | dict[str, bool]] = field(default_factory=dict)
-
-
 class PostgresSink:
     """Write records into ``schema.table`` of the database at ``dsn``."""
 
@@ -130,6 +119,8 @@ class PostgresSink:
         halfvec: bool = False,
         index: IndexMethod | None = None,
     ) -> None:
+        if commit_rows < 1:
+            raise ConfigError(f"--commit-rows must be at least 1, not {commit_rows}")
         self.dsn = dsn
         self.halfvec = halfvec
         self.index = index
@@ -137,23 +128,10 @@ class PostgresSink:
         self.table = table
         self.commit_rows = commit_rows
         self.sync = sync or SyncOptions()
+        #: The layout of the last run's table (or dry run's).
         self.layout: TableLayout | None = None
-        self.plan: Plan | None = None
         self._conn: Connection[Any] | None = None
-        self._state: State | None = None
-        self._namespaces: list[str] | None = None
         self._rejects: RejectsFile | None = None
-        self._complete = True
-
-    @property
-    def location(self) -> str:
-        return mask_dsn(self.dsn)
-
-    @property
-    def display(self) -> str:
-        """The target table as a person would type it in psql."""
-        assert self.layout is not None, "begin() first"
-        return self.layout.display
 
     # -- connection ---------------------------------------------------------------------
 
@@ -166,6 +144,11 @@ class PostgresSink:
             self.connect()
         assert self._conn is not None
         return self._conn
+
+    @property
+    def open_connection(self) -> Connection[Any] | None:
+        """The connection, if one is open (without connecting)."""
+        return None if self._conn is None or self._conn.closed else self._conn
 
     def close(self) -> None:
         if self._rejects is not None:
@@ -181,157 +164,104 @@ class PostgresSink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def translate(self, doing: str) -> AbstractContextManager[None]:
+        """psycopg's errors as vec2pg's, naming what the sink was doing."""
+        return translate_errors(self.dsn, doing)
+
     # -- planning -----------------------------------------------------------------------
 
-    def begin(self, info: SourceInfo, namespaces: list[str] | None) -> Plan:
-        """Lock the target, create what is missing, and decide (or resume) the run's mode.
-
-        ``namespaces`` is the run's restriction (None: every namespace); it bounds --prune.
-        Called again after a lost connection, it resumes the same run.
-        """
+    def layout_for(self, info: SourceInfo) -> TableLayout:
+        """The table ``info``'s records go into; checked indexable before any loading."""
         layout = layout_for(info, self.schema, self.table, halfvec=self.halfvec)
         if self.index is not None:
             check_indexable(layout, self.index)  # before hours of loading, not after
         self.layout = layout
-        self._namespaces = namespaces
-        self._complete = info.complete
-        if (self.sync.prune or self.sync.replace) and not info.complete:
-            option = "--prune" if self.sync.prune else "--replace"
-            raise ConfigError(
-                f"{option} needs a source that holds the whole collection; {info.location} does not"
-            )
-        if self.sync.replace and namespaces is not None:
-            # The new table would hold only these namespaces and the swap would drop the rest.
-            raise ConfigError("--replace rebuilds the whole table: it does not go with --namespace")
+        return layout
+
+    def preview(self, info: SourceInfo, namespaces: list[str] | None) -> dict[str, Any]:
+        """What :meth:`begin` would decide, and the statements it would run, found in a
+        read-only transaction (``--dry-run``). Raises what the run would stop with."""
+        layout = self.layout_for(info)
+        conn = self.conn
+        with self.translate(f"looking at {layout.display}"):
+            conn.execute("SET TRANSACTION READ ONLY")
+            facts = read_facts(conn, layout, lock_holder=True, count_rows=True)
+            conn.rollback()
+        decision = decide(facts, info, layout, namespaces, self.sync)
+        resume = decision.resume
+        return {
+            "target": layout.display,
+            "table_exists": facts.table,
+            "rows": facts.rows,
+            "mode": decision.mode,
+            "resume": None
+            if resume is None
+            else {"run": resume.id, "mode": resume.mode, "started": str(resume.started)},
+            "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
+            "ddl": [statement.as_string(conn) for statement in decision.statements],
+        }
+
+    def begin(self, info: SourceInfo, namespaces: list[str] | None) -> TargetRun:
+        """Lock the target, prepare it, and start (or resume) a run on it.
+
+        ``namespaces`` is the run's restriction (None: every namespace); it bounds --prune.
+        Called again after a lost connection, it resumes the same run.
+        """
+        layout = self.layout_for(info)
         if self.sync.rejects is not None and self._rejects is None:
             self._rejects = RejectsFile(self.sync.rejects, info)
-        described = {
-            "source": info.kind,
-            "collection": info.collection,
-            "location": info.location,
-            "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
-            "namespaces": namespaces,
-            "replace": self.sync.replace,
-            "prune": self.sync.prune,
-        }
-        with self._translate(f"preparing {layout.display}"):
-            self._ensure_extension()
+        with self.translate(f"preparing {layout.display}"):
+            self._set_up(info, layout, namespaces)
             self._register_types()
-            conn = self.conn
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(layout.schema))
-            )
-            conn.commit()
             self._lock(layout)
-            state = self._state = State(conn, layout.schema, layout.table)
+            conn = self.conn
+            state = State(conn, layout.schema, layout.table)
             with conn.transaction():
-                state.create()
-                self.plan = self._decide(info, layout, state, described)
+                facts = read_facts(conn, layout, lock_holder=False)
+                decision = decide(facts, info, layout, namespaces, self.sync)
+                for statement in decision.prepare:
+                    conn.execute(statement)
+                if decision.resume is not None:
+                    run_id, chains = decision.resume.id, state.chains()
+                else:
+                    run_id, chains = state.start(decision.mode, decision.described), {}
         # --restart discards the progress found at the start, not this run's own after a
         # reconnect.
         self.sync = dataclasses.replace(self.sync, restart=False)
-        return self.plan
-
-    def _decide(
-        self, info: SourceInfo, layout: TableLayout, state: State, described: dict[str, Any]
-    ) -> Plan:
-        unfinished = state.unfinished()
-        if unfinished is not None and not self.sync.restart:
-            if unfinished.fingerprint != fingerprint(described):
-                raise TargetStateError(
-                    f"{layout.display} has saved progress of an unfinished run (started "
-                    f"{unfinished.started:%Y-%m-%d %H:%M:%S}) with another source or options: "
-                    f"{_difference(unfinished.described, described)}; run it again as it was "
-                    "to resume, or add --restart to discard that progress"
-                )
-            if unfinished.mode == "load" or self._table_exists(self._write_table(unfinished.mode)):
-                return Plan(unfinished.mode, unfinished.id, True, state.chains())
-        exists = self._table_exists(layout.table)
-        empty = True
-        if exists and not self.sync.replace:
-            self._check_columns(layout)
-            restarting_load = unfinished is not None and unfinished.mode == "load"
-            if restarting_load:
-                # An interrupted first load never finished: start it over.
-                self.conn.execute(sql.SQL("TRUNCATE {}").format(layout.qualified))
-            empty = restarting_load or self._empty(layout.table)
-        mode = self._mode(info, exists, empty)
-        if mode == "replace":
-            self._drop(self._write_table(mode))
-        if mode == "replace" or not exists:
-            self._create_table(layout, info, self._write_table(mode), key=mode == "merge")
-        return Plan(mode, state.start(mode, described), False)
-
-    def _mode(self, info: SourceInfo, exists: bool, empty: bool) -> str:
-        """A fresh run's mode, for a target table that exists (or not) and is empty (or not).
-
-        A partial source (a rejects file) may repeat a record: it always merges, into a
-        table that has its key from the start, so that repeats collapse instead of breaking
-        the key.
-        """
-        if self.sync.replace:
-            return "replace"
-        return "load" if (empty or not exists) and info.complete else "merge"
-
-    def start_chains(self, chains: list[Chain]) -> None:
-        """Record chains to read (a fresh run's, or namespaces a resumed run lacks), so that
-        a resumed run reads the same ones."""
-        assert self.plan is not None and self._state is not None
-        with self._translate("recording the run's chains"), self.conn.transaction():
-            self._state.save(dict.fromkeys(chains))
-        self.plan.chains.update(dict.fromkeys(chains))
-
-    def _write_table(self, mode: str) -> str:
-        """The table a mode writes into: the target, or for replace a new one."""
-        assert self.layout is not None
-        if mode != "replace":
-            return self.layout.table
-        digest = hashlib.sha256(self.layout.table.encode()).hexdigest()[:12]
-        return f"_vec2pg_new_{digest}"
-
-    def _lock(self, layout: TableLayout) -> None:
-        key = lock_key(layout.schema, layout.table)
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
-        self.conn.commit()
-        if row and row[0]:
-            return
-        holder = self.conn.execute(
-            "SELECT a.pid, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.classid = ((%s::bigint >> 32) & 4294967295)::oid "
-            "AND l.objid = (%s::bigint & 4294967295)::oid",
-            [key, key],
-        ).fetchone()
-        self.conn.commit()
-        who = (
-            f" (PostgreSQL pid {holder[0]}, connected {holder[1]:%Y-%m-%d %H:%M:%S})"
-            if holder
-            else ""
-        )
-        raise LockHeld(
-            f"another vec2pg run{who} is writing to {layout.display}; this run stops without "
-            "writing (one run per target at a time)"
+        return TargetRun(
+            self, layout, state, decision, run_id, chains, info.complete, namespaces, self._rejects
         )
 
-    def _ensure_extension(self) -> None:
+    def _set_up(self, info: SourceInfo, layout: TableLayout, namespaces: list[str] | None) -> None:
+        """Create what the target's database lacks (the extension, the schema, the state
+        tables), under a lock of the database's own, so that runs starting at once into a
+        new database or schema do not race to create them."""
         conn = self.conn
-        row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-        if row is None:
-            try:
-                with conn.transaction():
-                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise TargetError(
-                    "pgvector is not enabled in this database and this role may not enable it: "
-                    "ask an administrator to run CREATE EXTENSION vector"
-                ) from exc
-            except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
-                raise TargetError(
-                    "the pgvector extension is not installed on this PostgreSQL server: "
-                    "install it (https://github.com/pgvector/pgvector#installation) "
-                    "or use --embedded"
-                ) from exc
-        conn.commit()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [SETUP_LOCK])
+            facts = read_facts(conn, layout, lock_holder=False)
+            decision = decide(facts, info, layout, namespaces, self.sync)
+            for statement in decision.setup:
+                self._execute_setup(statement)
+            State(conn, layout.schema, layout.table).create()
+
+    def _execute_setup(self, statement: sql.Composed) -> None:
+        try:
+            with self.conn.transaction():
+                self.conn.execute(statement)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if "EXTENSION" not in statement.as_string(self.conn):
+                raise
+            raise TargetError(
+                "pgvector is not enabled in this database and this role may not enable it: "
+                "ask an administrator to run CREATE EXTENSION vector"
+            ) from exc
+        except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
+            raise TargetError(
+                "the pgvector extension is not installed on this PostgreSQL server: "
+                "install it (https://github.com/pgvector/pgvector#installation) "
+                "or use --embedded"
+            ) from exc
 
     def _register_types(self) -> None:
         """pgvector's types, for multivectors (arrays of them) and for reading rows back."""
@@ -340,159 +270,132 @@ class PostgresSink:
         register_vector(self.conn)
         self.conn.commit()
 
-    # -- tables -------------------------------------------------------------------------
+    def _lock(self, layout: TableLayout) -> None:
+        key = lock_key(layout.schema, layout.table)
+        conn = self.conn
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+        conn.commit()
+        if row and row[0]:
+            return
+        holder = catalog.advisory_lock_holder(conn, key)
+        conn.commit()
+        raise lock_held(layout, holder)
 
-    def _ident(self, table: str) -> sql.Identifier:
-        assert self.layout is not None
-        return sql.Identifier(self.layout.schema, table)
-
-    def _table_exists(self, table: str) -> bool:
-        row = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [self._ident(table).as_string(self.conn)]
-        ).fetchone()
-        return bool(row and row[0])
-
-    def _empty(self, table: str) -> bool:
-        row = self.conn.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(self._ident(table))
-        ).fetchone()
-        return bool(row and row[0])
-
-    def _drop(self, table: str) -> None:
-        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._ident(table)))
-
-    def _check_columns(self, layout: TableLayout) -> None:
-        columns = column_types(self.conn, layout.qualified)
-        wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
-        if columns != wanted:
-            raise TargetStateError(
-                f"table {layout.display} has columns {_columns(columns)}, but this source "
-                f"needs {_columns(wanted)}: use --replace to rebuild it, or another --table"
+    def build_indexes(
+        self,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Build the indexes asked for (``index``) on the last run's table, then ANALYZE."""
+        if self.layout is None or self.index is None:
+            raise RuntimeError("build_indexes() needs an index method and a finished run")
+        with self.translate(f"indexing {self.layout.display}"):
+            return build_index(
+                self.conn,
+                self.layout,
+                self.index,
+                dsn=self.dsn,
+                on_progress=on_progress,
+                on_note=on_note,
             )
 
-    def _create_table(
-        self, layout: TableLayout, info: SourceInfo, table: str, *, key: bool
+
+class Phase(str, Enum):
+    """Where a :class:`TargetRun` stands."""
+
+    PLANNED = "planned"  # begun: the target is locked and prepared
+    LOADING = "loading"  # a loader has written (some of) its pages
+    FINISHED = "finished"  # the run is complete: key, swap or prune done, marked complete
+    FAILED = "failed"  # it stopped; its progress stays for the next run to resume
+
+
+class TargetRun:
+    """One run on the target, from :meth:`PostgresSink.begin` to :meth:`finish`.
+
+    Its exit, when the run did not finish, notes on the run why it stopped; the run stays
+    resumable.
+    """
+
+    def __init__(
+        self,
+        sink: PostgresSink,
+        layout: TableLayout,
+        state: State,
+        decision: Decision,
+        run_id: int,
+        chains: dict[Chain, Cursor | dict[str, bool]],
+        complete: bool,
+        namespaces: list[str] | None,
+        rejects: RejectsFile | None,
     ) -> None:
-        for statement in self._table_statements(layout, info, table, key=key):
-            self.conn.execute(statement)
+        self.layout = layout
+        self.mode = decision.mode
+        self.resumed = decision.resume is not None
+        self.run_id = run_id
+        #: Every chain of the run and its cursor (None: not started; DONE: finished). Empty
+        #: for a fresh run, whose chains the pipeline records with :meth:`start_chains`.
+        self.chains = chains
+        self.phase = Phase.PLANNED
+        self._sink = sink
+        self._state = state
+        self._complete = complete
+        self._namespaces = namespaces
+        self._rejects = rejects
 
-    def _table_statements(
-        self, layout: TableLayout, info: SourceInfo, table: str, *, key: bool
-    ) -> list[sql.Composed]:
-        """CREATE TABLE and the comments that record each vector's metric."""
-        target = self._ident(table)
-        columns: list[sql.Composable] = [
-            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
-            for name, kind in zip(layout.column_names, layout.sql_types, strict=True)
-        ]
-        options = sql.SQL("")
-        if key:
-            columns.append(self._key_clause())
-        else:
-            # A bulk load: autovacuum could scan the table while it fills, taking CPU from
-            # the load for work that is better done once, after it (PostgreSQL's advice
-            # for populating a database). finish() gives the table its key and autovacuum
-            # back.
-            options = sql.SQL(" WITH (autovacuum_enabled = false)")
-        comment = f"vec2pg: {info.kind} collection {info.collection!r} at {info.location}"
-        return [
-            sql.SQL("CREATE TABLE {} ({}){}").format(target, sql.SQL(", ").join(columns), options),
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(comment)),
-            *(
-                sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-                    target, sql.Identifier(vector.name), sql.Literal(vector.comment(info.kind))
-                )
-                for vector in layout.vectors
-            ),
-        ]
+    def __enter__(self) -> TargetRun:
+        return self
 
-    def preview(self, info: SourceInfo, namespaces: list[str] | None) -> dict[str, Any]:
-        """What begin() and the run would do, found in a read-only transaction."""
-        layout = self.layout = layout_for(info, self.schema, self.table, halfvec=self.halfvec)
-        if self.index is not None:
-            check_indexable(layout, self.index)
-        with self._translate(f"looking at {layout.display}"):
-            conn = self.conn
-            conn.execute("SET TRANSACTION READ ONLY")
-            ddl: list[sql.Composable] = []
-            if (
-                conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-                is None
-            ):
-                ddl.append(sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"))
-            schema = conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [layout.schema]
-            ).fetchone()
-            if schema is None:
-                ddl.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(layout.schema)))
-            exists = schema is not None and self._table_exists(layout.table)
-            state = State(conn, layout.schema, layout.table)
-            unfinished = state.unfinished() if schema is not None else None
-            resume = None
-            if unfinished is not None and not self.sync.restart:
-                resume = {
-                    "run": unfinished.id,
-                    "mode": unfinished.mode,
-                    "started": str(unfinished.started),
-                }
-            empty = True
-            if exists and not self.sync.replace:
-                self._check_columns(layout)
-                empty = self._empty(layout.table)
-            mode = self._mode(info, exists, empty)
-            if resume is not None:
-                mode = str(resume["mode"])
-            elif mode == "replace" or not exists:
-                ddl += self._table_statements(
-                    layout, info, self._write_table(mode), key=mode == "merge"
-                )
-            rows = None
-            if exists:
-                counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(layout.qualified))
-                rows = int(counted.fetchone()[0])  # type: ignore[index]
-            conn.rollback()
-        return {
-            "target": layout.display,
-            "table_exists": exists,
-            "rows": rows,
-            "mode": mode,
-            "resume": resume,
-            "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
-            "ddl": [statement.as_string(conn) for statement in ddl],
-        }
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and self.phase is not Phase.FINISHED:
+            self._failed(str(exc) or type(exc).__name__)
 
-    def _key_clause(self) -> sql.Composed:
-        assert self.layout is not None
-        keys = sql.SQL(", ").join(map(sql.Identifier, self.layout.key))
-        return sql.SQL("PRIMARY KEY ({})").format(keys)
+    @property
+    def display(self) -> str:
+        """The target table as a person would type it in psql."""
+        return self.layout.display
 
-    def _has_key(self, table: str) -> bool:
-        row = self.conn.execute(
-            "SELECT EXISTS (SELECT FROM pg_constraint "
-            "WHERE conrelid = %s::regclass AND contype = 'p')",
-            [self._ident(table).as_string(self.conn)],
-        ).fetchone()
-        return bool(row and row[0])
+    def _require(self, *phases: Phase) -> None:
+        if self.phase not in phases:
+            wanted = " or ".join(p.value for p in phases)
+            raise RuntimeError(f"the run is {self.phase.value}, not {wanted}")
 
-    # -- writing ------------------------------------------------------------------------
+    def start_chains(self, chains: list[Chain]) -> None:
+        """Record chains to read (a fresh run's, or namespaces a resumed run lacks), so that
+        a resumed run reads the same ones."""
+        self._require(Phase.PLANNED, Phase.LOADING)
+        conn = self._sink.conn
+        with self._sink.translate("recording the run's chains"), conn.transaction():
+            self._state.save(dict.fromkeys(chains))
+        self.chains.update(dict.fromkeys(chains))
 
     def encoder(self) -> PageEncoder:
         """What turns records into this table's binary COPY rows (picklable: it may run in
-        another process); call it after :meth:`begin`."""
-        assert self.layout is not None
+        another process)."""
         oids = {}
         for name in ("vector", "halfvec"):
-            info = self.conn.adapters.types.get(name)
+            info = self._sink.conn.adapters.types.get(name)
             if info is not None:
                 oids[name] = info.oid
-        return PageEncoder(self.layout, strip_nul=self.sync.strip_nul, type_oids=oids)
+        return PageEncoder(self.layout, strip_nul=self._sink.sync.strip_nul, type_oids=oids)
 
     @contextmanager
     def loader(self) -> Iterator[Loader]:
         """Open a loader; its exit commits what was written, or rolls back on an error."""
-        assert self.layout is not None and self.plan is not None and self._state is not None
-        with self._translate(f"writing to {self.layout.display}"):
-            loader = Loader(self, self.layout, self.plan.mode, self._state, self._rejects)
+        self._require(Phase.PLANNED, Phase.LOADING)
+        self.phase = Phase.LOADING
+        sink = self._sink
+        with sink.translate(f"writing to {self.layout.display}"):
+            loader = Loader(
+                sink.conn,
+                self.layout,
+                self.mode,
+                self._state,
+                self.encoder(),
+                into=sql.Identifier(self.layout.schema, write_table(self.layout, self.mode)),
+                rejects=self._rejects,
+                commit_rows=sink.commit_rows,
+                record_seen=self.mode == "merge" and sink.sync.prune,
+            )
             try:
                 yield loader
             except BaseException:
@@ -508,74 +411,55 @@ class PostgresSink:
         ``counts`` gain what prune deleted, and the records the whole run (all its resumed
         parts) rejected. Returns the rows per namespace the table holds that the run did not
         read (stale: deleted at the source, left in place without --prune); ``summarize``
-        turns them into the summary stored with the run.
+        turns them into the summary stored with the run. With an index to build, ANALYZE
+        waits for it (:meth:`PostgresSink.build_indexes`).
         """
-        assert self.layout is not None and self.plan is not None and self._state is not None
-        layout, plan = self.layout, self.plan
-        table = self._write_table(plan.mode)
-        with self._translate(f"finishing {layout.display}"), self.conn.transaction():
-            if not self._has_key(table):
-                self.conn.execute(
-                    sql.SQL("ALTER TABLE {} ADD {}").format(self._ident(table), self._key_clause())
-                )
-                self.conn.execute(
-                    sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)").format(self._ident(table))
-                )
-            if plan.mode == "replace":
-                self._drop(layout.table)
-                self.conn.execute(
+        self._require(Phase.PLANNED, Phase.LOADING)
+        sink, layout = self._sink, self.layout
+        conn = sink.conn
+        table = write_table(layout, self.mode)
+        written = sql.Identifier(layout.schema, table)
+        with sink.translate(f"finishing {layout.display}"), conn.transaction():
+            if not catalog.has_primary_key(conn, layout.schema, table):
+                conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(written, key_clause(layout)))
+                conn.execute(sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)").format(written))
+            if self.mode == "replace":
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(layout.qualified))
+                conn.execute(
                     sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-                        self._ident(table), sql.Identifier(layout.table)
+                        written, sql.Identifier(layout.table)
                     )
                 )
-                self._rename_key(table, layout.table)
-            elif plan.mode == "merge" and self.sync.prune:
+                self._rename_key()
+            elif self.mode == "merge" and sink.sync.prune:
                 for namespace, deleted in self._prune().items():
                     counts.setdefault(namespace, Counts()).deleted += deleted
             for namespace, rejected in self._state.rejected().items():
                 # A resumed run counts what its interrupted parts rejected too.
                 ns = counts.setdefault(namespace, Counts())
                 ns.rejected = max(ns.rejected, rejected)
-            stale = self._stale(counts)
-            self._state.finish(plan.run_id, summarize(stale))
-            self.conn.execute(sql.SQL("ANALYZE {}").format(layout.qualified))
+            stale = self._stale()
+            self._state.finish(self.run_id, summarize(stale))
+            if sink.index is None:
+                conn.execute(sql.SQL("ANALYZE {}").format(layout.qualified))
+        self.phase = Phase.FINISHED
         return stale
 
-    def _rename_key(self, old_table: str, table: str) -> None:
+    def _rename_key(self) -> None:
         """Give the swapped-in table's key the name PostgreSQL would have given it."""
-        row = self.conn.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
-            [self._ident(table).as_string(self.conn)],
-        ).fetchone()
-        if row is None:
+        conn, layout = self._sink.conn, self.layout
+        key = catalog.primary_key_name(conn, layout.schema, layout.table)
+        if key is None:
             return
         # PostgreSQL's own choice, <table>_pkey, cut to the 63-byte identifier limit.
-        name = table.encode()[: 63 - len("_pkey")].decode(errors="ignore") + "_pkey"
-        self.conn.execute(
+        name = layout.table.encode()[: 63 - len("_pkey")].decode(errors="ignore") + "_pkey"
+        conn.execute(
             sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-                self._ident(table), sql.Identifier(row[0]), sql.Identifier(name)
+                layout.qualified, sql.Identifier(key), sql.Identifier(name)
             )
         )
 
-    def build_indexes(
-        self,
-        on_progress: Callable[[str, int, int], None] | None = None,
-        on_note: Callable[[str], None] | None = None,
-    ) -> list[str]:
-        """Build the indexes asked for (``index``) after the run, then ANALYZE."""
-        assert self.layout is not None and self.index is not None
-        with self._translate(f"indexing {self.layout.display}"):
-            return build_index(
-                self.conn,
-                self.layout,
-                self.index,
-                dsn=self.dsn,
-                on_progress=on_progress,
-                on_note=on_note,
-            )
-
     def _prune(self) -> dict[str, int]:
-        assert self.layout is not None and self._state is not None
         layout = self.layout
         seen = sql.Identifier(layout.schema, "_vec2pg_seen")
         namespace = sql.SQL("t.namespace") if layout.namespaced else sql.Literal("")
@@ -584,25 +468,26 @@ class PostgresSink:
         if self._namespaces is not None and layout.namespaced:
             only = sql.SQL("t.namespace = ANY(%s) AND ")
             params = [self._namespaces, layout.table]
-        rows = self.conn.execute(
-            sql.SQL(
-                "WITH gone AS (DELETE FROM {} AS t WHERE {}NOT EXISTS (SELECT FROM {} AS s "
-                "WHERE s.target = %s AND s.namespace = {} AND s.id = t.id) RETURNING {} AS ns) "
-                "SELECT ns, count(*) FROM gone GROUP BY ns"
-            ).format(layout.qualified, only, seen, namespace, namespace),
-            params,
+        rows = (
+            self._sink.conn.execute(
+                sql.SQL(
+                    "WITH gone AS (DELETE FROM {} AS t WHERE {}NOT EXISTS (SELECT FROM {} AS s "
+                    "WHERE s.target = %s AND s.namespace = {} AND s.id = t.id) "
+                    "RETURNING {} AS ns) SELECT ns, count(*) FROM gone GROUP BY ns"
+                ).format(layout.qualified, only, seen, namespace, namespace),
+                params,
+            )
         ).fetchall()
         return {ns: int(n) for ns, n in rows}
 
-    def _stale(self, counts: dict[str, Counts]) -> dict[str, int]:
+    def _stale(self) -> dict[str, int]:
         """Rows per namespace beyond what the run read (progress rows count every chain)."""
-        assert self.layout is not None and self._state is not None
         if not self._complete:
             return {}
         layout = self.layout
         namespace = sql.SQL("namespace") if layout.namespaced else sql.Literal("")
         held = dict(
-            self.conn.execute(
+            self._sink.conn.execute(
                 sql.SQL("SELECT {}, count(*) FROM {} GROUP BY 1").format(
                     namespace, layout.qualified
                 )
@@ -616,17 +501,16 @@ class PostgresSink:
             if n > read.get(ns, 0) and (selected is None or ns in selected)
         }
 
-    def _translate(self, doing: str) -> AbstractContextManager[None]:
-        return translate_errors(self.dsn, doing)
-
-    def record_failure(self, error: str) -> None:
+    def _failed(self, error: str) -> None:
         """Note on the run why it stopped (best effort: the connection may be gone)."""
-        if self.plan is None or self._state is None or self._conn is None or self._conn.closed:
+        self.phase = Phase.FAILED
+        conn = self._sink.open_connection
+        if conn is None:
             return
         try:
-            self._conn.rollback()
-            self._state.failed(self.plan.run_id, error)
-            self._conn.commit()
+            conn.rollback()
+            self._state.failed(self.run_id, error)
+            conn.commit()
         except psycopg.Error:
             pass
 
@@ -636,33 +520,39 @@ class Loader:
 
     def __init__(
         self,
-        sink: PostgresSink,
+        conn: Connection[Any],
         layout: TableLayout,
         mode: str,
         state: State,
+        encode: PageEncoder,
+        *,
+        into: sql.Identifier,
         rejects: RejectsFile | None,
+        commit_rows: int,
+        record_seen: bool,
     ) -> None:
-        self._sink = sink
-        self._conn = sink.conn
+        self._conn = conn
         self._layout = layout
         self._mode = mode
         self._state = state
         self._rejects = rejects
-        self.encode = sink.encoder()
+        self._commit_rows = commit_rows
+        #: Record every key the scan sees, rejected ones too, for --prune to keep their rows.
+        self._record_seen = record_seen
+        self.encode = encode
         self._copy: Any = None
         self._copy_cm: Any = None
         self._reset_pending()
         self.counts: dict[str, Counts] = {}  # committed
+        self._into: sql.Composable = into
         if mode == "merge":
-            self._conn.execute(
+            conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE IF NOT EXISTS _vec2pg_stage (LIKE {}) ON COMMIT DELETE ROWS"
                 ).format(layout.qualified)
             )
-            self._conn.commit()
-            self._into: sql.Composable = sql.Identifier("_vec2pg_stage")
-        else:
-            self._into = sink._ident(sink._write_table(mode))
+            conn.commit()
+            self._into = sql.Identifier("_vec2pg_stage")
 
     def write_rows(
         self, namespace: str, partition: str, next_cursor: Cursor, rows: EncodedRows
@@ -697,7 +587,7 @@ class Loader:
             pending.inserted += rows.rows
         self._pending_rows += rows.rows
         if (
-            self._pending_rows >= self._sink.commit_rows
+            self._pending_rows >= self._commit_rows
             or time.monotonic() - self._since >= COMMIT_SECONDS
         ):
             self.commit()
@@ -730,7 +620,7 @@ class Loader:
             cm.__exit__(None, None, None)
         if self._mode == "merge" and self._pending_rows:
             self._merge()
-        if self._rejected_keys and self._mode == "merge" and self._sink.sync.prune:
+        if self._rejected_keys and self._record_seen:
             self._state.see(self._rejected_keys)
         self._state.save_records(self._pending_cursors, self._chain_records, self._chain_rejected)
         if self._rejects is not None:
@@ -743,7 +633,7 @@ class Loader:
     def _merge(self) -> None:
         layout = self._layout
         namespace = sql.SQL("namespace") if layout.namespaced else sql.Literal("")
-        if self._sink.sync.prune:
+        if self._record_seen:
             self._conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (target, namespace, id) SELECT %s, {}, id FROM _vec2pg_stage "
@@ -809,71 +699,8 @@ class Loader:
             self._rejects.discard()
 
 
-def column_types(conn: Connection[Any], table: sql.Identifier) -> dict[str, str]:
-    """A table's columns and their types, as format_type() spells them."""
-    rows = conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-        [table.as_string(conn)],
-    ).fetchall()
-    return dict(rows)
-
-
-def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[Any]:
-    """Connect to ``dsn``; failures become TargetError (TargetUnavailable when the server
-    did not answer: a run retries those), without the password."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        # The DSN's own options (a search_path, a role) stay; ours come after them.
-        # If this machine dies, the server notices within about two minutes and frees
-        # the run's advisory lock, so tomorrow's cron run is not locked out.
-        own = conninfo_to_dict(dsn).get("options")
-        options = f"{own} {_SESSION_OPTIONS}" if own else _SESSION_OPTIONS
-        return psycopg.connect(
-            dsn, application_name=application_name, connect_timeout=15, options=options
-        )
-    except psycopg.OperationalError as exc:
-        raise TargetUnavailable(
-            f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {_first_line(exc)}"
-        ) from exc
-    except psycopg.ProgrammingError as exc:  # a malformed DSN
-        raise TargetError(f"invalid PostgreSQL DSN {mask_dsn(dsn)}: {_first_line(exc)}") from exc
-
-
-@contextmanager
-def translate_errors(dsn: str, doing: str) -> Iterator[None]:
-    """Turn psycopg's errors into vec2pg's, naming what we were doing."""
-    try:
-        yield
-    except psycopg.OperationalError as exc:
-        state = exc.sqlstate
-        if state is None or state.startswith("08") or state in _CONNECTION_LOST:
-            raise TargetUnavailable(
-                f"lost the connection to PostgreSQL at {mask_dsn(dsn)} while {doing}: "
-                f"{_first_line(exc)}"
-            ) from exc
-        raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
-    except psycopg.Error as exc:
-        raise TargetError(f"PostgreSQL failed while {doing}: {_first_line(exc)}") from exc
-
-
 def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:
     """The rows, last completed run and saved progress of ``schema.table``."""
-    sink = PostgresSink(dsn, schema=schema, table=table)
-    with sink, sink._translate(f"reading the status of {schema}.{table}"):
-        return status(sink.conn, schema, table)
-
-
-def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
-    changed = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
-    return "; ".join(f"{key} was {saved.get(key)!r}, now {now.get(key)!r}" for key in changed[:3])
-
-
-def _columns(columns: dict[str, str]) -> str:
-    return ", ".join(f"{name} {kind}" for name, kind in columns.items())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    conn = open_connection(dsn)
+    with conn, translate_errors(dsn, f"reading the status of {schema}.{table}"):
+        return status(conn, schema, table)

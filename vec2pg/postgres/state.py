@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from vec2pg.postgres import catalog
 from vec2pg.records import Cursor
 
 if TYPE_CHECKING:
@@ -49,8 +50,17 @@ def fingerprint(described: dict[str, Any]) -> str:
 
 def lock_key(schema: str, table: str) -> int:
     """The advisory lock key of a target table: a signed 64-bit hash of its name."""
-    digest = hashlib.sha256(f"vec2pg:{schema}.{table}".encode()).digest()
+    return _key(f"vec2pg:{schema}.{table}")
+
+
+def _key(name: str) -> int:
+    digest = hashlib.sha256(name.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+#: The advisory lock (per database) under which a run creates what a database lacks: the
+#: extension, a schema, the state tables. Its name has no ".", unlike a target's.
+SETUP_LOCK = _key("vec2pg:setup")
 
 
 class State:
@@ -92,10 +102,7 @@ class State:
         )
 
     def exists(self) -> bool:
-        row = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [self._t(RUNS).as_string(self.conn)]
-        ).fetchone()
-        return bool(row and row[0])
+        return catalog.table_exists(self.conn, self.schema, RUNS)
 
     def unfinished(self) -> Run | None:
         """The run on this target that has not completed, if any."""
@@ -236,14 +243,11 @@ class State:
 def status(conn: Connection[Any], schema: str, table: str) -> dict[str, Any]:
     """What is known of a target: its rows, the last completed run, and saved progress."""
     state = State(conn, schema, table)
-    target = sql.Identifier(schema, table)
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [target.as_string(conn)]).fetchone()
     rows = None
-    if exists and exists[0]:
-        counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
-        rows = int(counted[0]) if counted else None
+    if catalog.table_exists(conn, schema, table):
+        rows = catalog.row_count(conn, schema, table)
     result: dict[str, Any] = {
-        "table": f"{_quote(schema)}.{_quote(table)}",
+        "table": catalog.display(schema, table),
         "rows": rows,
         "last_complete": None,
         "unfinished": None,
@@ -275,7 +279,3 @@ def status(conn: Connection[Any], schema: str, table: str) -> dict[str, Any]:
             "error": error[0] if error else None,
         }
     return result
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

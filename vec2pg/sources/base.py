@@ -36,6 +36,9 @@ WHOLE = ""
 #: ``fn(*args)`` retried on transient failures and throttled on rate limits (the
 #: pipeline's caller), so that one refused probe does not fail or restart the split.
 Call = Callable[..., Any]
+#: The most pages a run reads at once (``--concurrency``): sources size their connection
+#: pools by it.
+MAX_CONCURRENCY = 64
 #: The most ids :meth:`VerifiableSource.fetch` is asked for at once: a Pinecone list page.
 #: Pinecone's fetch names its ids in the URL, and 100 ids of up to 512 bytes stay well
 #: below the 64 kB or so that HTTP servers and proxies accept in a request line.

@@ -34,10 +34,7 @@ import numpy as np
 
 from vec2pg.errors import (
     ConfigError,
-    RateLimited,
-    SourceAuthError,
     SourceError,
-    SourceNotFound,
     SourceUnavailable,
     SourceUnsupported,
 )
@@ -52,7 +49,9 @@ from vec2pg.records import (
     VectorField,
     VectorKind,
 )
-from vec2pg.sources.base import WHOLE, Call, Page, Raw
+from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
+from vec2pg.sources.http import retry_after as parse_retry_after
+from vec2pg.sources.http import status_error
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -105,13 +104,11 @@ class PineconeSource:
         api_key: str | None,
         host: str | None = None,
         timeout: float = 30.0,
-        concurrency: int = 8,
     ) -> None:
         if not api_key:
             raise ConfigError("no Pinecone API key: pass --api-key or set PINECONE_API_KEY")
         self.index_name = index
         self.host = host
-        self.concurrency = concurrency
         from pinecone import Pinecone
 
         controller = os.environ.get("PINECONE_CONTROLLER_HOST")
@@ -139,8 +136,9 @@ class PineconeSource:
             self.host = str(description.host)
         if self._index is None:
             self._index = self._pc.Index(host=self.host)
-            # Probes, then readers and loaders (two per unit of concurrency), in flight.
-            connections = max(PROBE_CONCURRENCY, 2 * self.concurrency) + 4
+            # Probes, then readers and loaders (two per unit of concurrency), in flight; a
+            # pool only keeps the connections it used.
+            connections = max(PROBE_CONCURRENCY, 2 * MAX_CONCURRENCY) + 4
             self._http = _DataPlane(self.host, self._api_key, self._timeout, connections)
         with self._translate("reading the index statistics"):
             stats = self._index.describe_index_stats()
@@ -192,8 +190,7 @@ class PineconeSource:
         probes = 1
         budget = min(SPLIT_MAX_PROBES, 4 * count // LIST_LIMIT)
         # A probe is one small list request: more of them in flight than fetches.
-        workers = max(PROBE_CONCURRENCY, self.concurrency)
-        with ThreadPoolExecutor(workers, thread_name_prefix="vec2pg-probe") as pool:
+        with ThreadPoolExecutor(PROBE_CONCURRENCY, thread_name_prefix="vec2pg-probe") as pool:
             # Level by level: the shortest big prefixes (likely the largest) are split
             # together, so that the chains left are of about one size; complete chains,
             # a page or less, do not count towards ``want``.
@@ -315,7 +312,7 @@ class PineconeSource:
         except (ValueError, KeyError, TypeError):
             text = response.data.decode("utf-8", "replace").strip()[:300]
             message = text or response.reason or f"HTTP {status}"
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         return self._status_error(status, message, doing, retry_after, listing=listing)
 
     def _status_error(
@@ -331,20 +328,15 @@ class PineconeSource:
         where = f"Pinecone index {self.index_name!r}"
         if listing and status == 400 and "serverless" in message.lower():
             return SourceUnsupported(f"{where} cannot list ids: {POD_EXPLANATION}")
-        if status in (401, 403):
-            return SourceAuthError(
-                f"{where}: Pinecone refused the API key (HTTP {status}): "
-                "check --api-key or PINECONE_API_KEY"
-            )
-        if status == 404:
-            return SourceNotFound(f"{where} not found ({message})")
-        if status == 429:
-            return RateLimited(f"{where} is rate limiting (HTTP 429) while {doing}", retry_after)
-        if status >= 500 or status == 408:
-            return SourceUnavailable(
-                f"{where} answered HTTP {status} while {doing}: {message}", retry_after
-            )
-        return SourceError(f"{where} answered HTTP {status} while {doing}: {message}")
+        return status_error(
+            status,
+            message,
+            where=where,
+            refused_by="Pinecone",
+            credentials="check --api-key or PINECONE_API_KEY",
+            doing=doing,
+            retry_after=retry_after,
+        )
 
     def close(self) -> None:
         for resource in (self._http, self._index, self._pc):
@@ -537,13 +529,6 @@ def _float_rows(arrays: list[Any]) -> list[Any]:
             None if b is None else np.frombuffer(b, dtype=np.float64).astype(np.float32)
             for b in buffers
         ]
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:  # an HTTP date: back off as usual
-        return None
 
 
 def _message(exc: Any) -> str:

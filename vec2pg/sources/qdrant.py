@@ -22,7 +22,6 @@ import numpy as np
 from vec2pg.errors import (
     ConfigError,
     RateLimited,
-    SourceAuthError,
     SourceError,
     SourceNotFound,
     SourceUnavailable,
@@ -40,6 +39,7 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import WHOLE, Call, Page
+from vec2pg.sources.http import retry_after, status_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -223,22 +223,15 @@ class QdrantSource:
             raise SourceUnavailable(f"Qdrant at {self.location}: {_describe(exc)}") from exc
 
     def _http_error(self, exc: Any) -> SourceError:
-        status = exc.status_code
-        detail = _error_detail(exc.content)
         where = f"Qdrant at {self.location}"
-        if status == 404:
-            return SourceNotFound(f"{where}: collection {self.collection!r} not found ({detail})")
-        if status in (401, 403):
-            return SourceAuthError(
-                f"{where} refused the API key (HTTP {status}): check --api-key or QDRANT_API_KEY"
-            )
-        if status == 429:
-            return RateLimited(f"{where} is rate limiting (HTTP 429)", _retry_after(exc.headers))
-        if status is not None and (status >= 500 or status == 408):
-            return SourceUnavailable(
-                f"{where} answered HTTP {status}: {detail}", _retry_after(exc.headers)
-            )
-        return SourceError(f"{where} answered HTTP {status}: {detail}")
+        return status_error(
+            exc.status_code or 0,
+            _error_detail(exc.content),
+            where=where,
+            credentials="check --api-key or QDRANT_API_KEY",
+            not_found=f"{where}: collection {self.collection!r} not found",
+            retry_after=retry_after(exc.headers.get("retry-after") if exc.headers else None),
+        )
 
 
 def _dense_field(name: str, params: models.VectorParams) -> VectorField:
@@ -287,14 +280,6 @@ def _vector(value: Any) -> Vector:
         )
     # A list of floats (dense) or a list of lists (multivector) becomes a 1-D or 2-D array.
     return np.asarray(value, dtype=np.float32)
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _error_detail(content: bytes | None) -> str:

@@ -1,0 +1,294 @@
+"""Reading a source: retries, throttling, namespace selection, and the engine that walks chains.
+
+Everything that reads a source goes through here, migration and verification alike.
+
+Each namespace is split into chains (most sources: one per namespace; Pinecone: disjoint id
+prefixes), and up to ``concurrency`` walker threads read chains page by page (a page's
+cursor comes from the page before, so a chain is sequential). Each page is handed to a
+pool of ``concurrency`` workers that process it (load its records and encode them, or only
+take its ids), and the caller receives the results in page order within each chain. A
+bounded queue between them keeps memory flat: at most ``2 * concurrency`` pages wait for
+the caller, however large the collection.
+
+Transient failures (:class:`~vec2pg.errors.Transient`) are retried with exponential backoff
+and full jitter, honouring a server's Retry-After, up to ``RetryPolicy.attempts`` tries.
+Rate limiting (HTTP 429) is never fatal while the source still answers within
+``RetryPolicy.rate_limit_patience`` seconds: each 429 also halves the number of requests
+in flight, which then grows back by one for every :attr:`Throttle.RECOVER` successes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from vec2pg.errors import ConfigError, RateLimited, Transient
+from vec2pg.records import Cursor, Namespace, SourceInfo
+from vec2pg.sources.base import MAX_CONCURRENCY, Page
+
+__all__ = [
+    "MAX_CONCURRENCY",
+    "SPLIT_IN_FLIGHT",
+    "Chain",
+    "ChainReader",
+    "Retrier",
+    "RetryPolicy",
+    "Throttle",
+    "select_namespaces",
+]
+
+T = TypeVar("T")
+
+#: Requests in flight while chains are being split (see :meth:`Source.partitions`).
+SPLIT_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures are retried: ``attempts`` tries in all, waits growing from
+    ``initial`` seconds to at most ``maximum`` (full jitter), or the server's Retry-After.
+    Rate limiting is retried for as long as ``rate_limit_patience`` seconds."""
+
+    attempts: int = 6
+    # The variable lets tests retry without waiting; users set --retries instead.
+    initial: float = field(
+        default_factory=lambda: float(os.environ.get("VEC2PG_RETRY_INITIAL_SECONDS", "0.5"))
+    )
+    maximum: float = 30.0
+    rate_limit_patience: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"--retries must be at least 1, not {self.attempts}")
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        backoff = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
+        jittered = random.uniform(backoff / 2, backoff)
+        return min(self.maximum * 4, hint) if hint else jittered
+
+    def stopper(self) -> Callable[[RetryCallState], bool]:
+        """When to give up on one call: after ``attempts`` failures that were not rate
+        limiting, or after ``rate_limit_patience`` seconds of it."""
+        failures = 0
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal failures
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RateLimited):
+                return (state.seconds_since_start or 0.0) >= self.rate_limit_patience
+            failures += 1
+            return failures >= self.attempts
+
+        return stop
+
+
+class RetryEvents(Protocol):
+    """Who hears of a retry (the pipeline's :class:`~vec2pg.pipeline.Events` do)."""
+
+    def retrying(self, message: str, attempt: int, wait: float) -> None: ...
+
+
+class Throttle:
+    """How many source requests may be in flight: halved on every 429, then grown back."""
+
+    RECOVER = 20  # successes per extra request in flight
+
+    def __init__(self, limit: int) -> None:
+        self.maximum = self.limit = limit
+        self._in_flight = 0
+        self._successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self._in_flight >= self.limit:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if isinstance(exc, RateLimited):
+                self.limit = max(1, self.limit // 2)
+                self._successes = 0
+            elif exc is None and self.limit < self.maximum:
+                self._successes += 1
+                if self._successes >= self.RECOVER:
+                    self.limit += 1
+                    self._successes = 0
+            self._cond.notify_all()
+
+
+class Retrier:
+    """Calls a source: retried on transient failures, throttled on rate limits, counted."""
+
+    def __init__(self, policy: RetryPolicy, events: RetryEvents | None, concurrency: int) -> None:
+        self._policy = policy
+        self._events = events
+        self._lock = threading.Lock()
+        # Walkers and workers both call the source: 2 * concurrency threads at most.
+        self.throttle = Throttle(2 * concurrency)
+        self.retries = 0
+        self.rate_limited = 0
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._call(self.throttle, fn, *args)
+
+    def limited(self, limit: int) -> Callable[..., Any]:
+        """A ``call`` with its own throttle of ``limit`` requests in flight."""
+        return partial(self._call, Throttle(limit))
+
+    def _call(self, throttle: Throttle, fn: Callable[..., T], *args: Any) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
+            stop=self._policy.stopper(),
+            wait=self._policy.wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        result: T = retrying(self._throttled, throttle, fn, *args)
+        return result
+
+    @staticmethod
+    def _throttled(throttle: Throttle, fn: Callable[..., T], *args: Any) -> T:
+        with throttle:
+            return fn(*args)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        with self._lock:
+            self.retries += 1
+            self.rate_limited += isinstance(exc, RateLimited)
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if self._events is not None:
+            self._events.retrying(str(exc), state.attempt_number, wait)
+
+
+def select_namespaces(info: SourceInfo, wanted: Sequence[str]) -> list[Namespace]:
+    """The namespaces a run reads: ``wanted`` ones (each once, in order), or all of them."""
+    if not wanted:
+        return list(info.namespaces)
+    by_name = {ns.name: ns for ns in info.namespaces}
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise ConfigError(
+            f"{info.kind} {info.collection!r} has no namespace "
+            + ", ".join(repr(m) for m in missing)
+            + f"; it has: {', '.join(repr(n) for n in by_name) or 'none'}"
+        )
+    return [by_name[name] for name in dict.fromkeys(wanted)]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain of a namespace (see :meth:`Source.partitions`), and where to start reading it."""
+
+    namespace: str
+    partition: str
+    cursor: Cursor = None  # None: the chain's beginning
+
+
+#: How a walker reads the page of a chain at a cursor: ``Source.page`` or ``page_ids``.
+ReadPage = Callable[[str, str, Cursor], Page]
+
+
+class ChainReader(Generic[T]):
+    """Walks ``chains`` and yields, for each page, ``(chain, process(page), next_cursor)``:
+    in page order within a chain, chains interleaved, ``concurrency`` of them at once."""
+
+    def __init__(
+        self,
+        chains: Sequence[Chain],
+        read: ReadPage,
+        process: Callable[[Page], T],
+        *,
+        concurrency: int,
+        retrier: Retrier,
+    ) -> None:
+        self._chains = list(chains)
+        self._read = read
+        self._process = process
+        self._concurrency = concurrency
+        self._retrier = retrier
+        self._todo: queue.Queue[Chain | None] = queue.Queue()
+        self._pages: queue.Queue[Any] = queue.Queue(maxsize=2 * concurrency)
+        self._stop = threading.Event()
+
+    def __iter__(self) -> Iterator[tuple[Chain, T, Cursor]]:
+        for chain in self._chains:
+            self._todo.put(chain)
+        left = len(self._chains)
+        walkers = [
+            threading.Thread(target=self._walk, name=f"vec2pg-pages-{i}", daemon=True)
+            for i in range(min(self._concurrency, left))
+        ]
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="vec2pg-load")
+        self._pool = pool
+        for walker in walkers:
+            walker.start()
+        try:
+            while left:
+                item = self._pages.get()
+                if isinstance(item, BaseException):
+                    raise item
+                chain, processed, next_cursor = item
+                yield chain, processed.result(), next_cursor
+                left -= next_cursor is None
+        finally:
+            self._stop.set()
+            for _ in walkers:
+                self._todo.put(None)
+            self._drain()
+            # On an error or Ctrl-C, do not wait for requests in flight (up to their
+            # timeout): nothing they return would be used. Walkers are daemons.
+            for walker in walkers:
+                walker.join(timeout=1.0)
+            self._drain()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _drain(self) -> None:
+        while True:  # cancel what was queued but not started
+            try:
+                item = self._pages.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, tuple):
+                item[1].cancel()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._pages.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _walk(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chain = self._todo.get()
+                if chain is None:
+                    return
+                cursor = chain.cursor
+                while not self._stop.is_set():
+                    page = self._retrier.call(self._read, chain.namespace, chain.partition, cursor)
+                    processed: Future[T] = self._pool.submit(self._process, page)
+                    if not self._put((chain, processed, page.next_cursor)):
+                        return
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+        except BaseException as exc:  # handed to the caller, which raises it
+            self._put(exc)

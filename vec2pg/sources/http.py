@@ -1,0 +1,67 @@
+"""What an HTTP error answer means to vec2pg, for every source that speaks HTTP.
+
+One mapping from a status code to vec2pg's errors, so that every source sorts failures the
+same way: a refused credential or a missing collection stops the run; 429 is rate limiting
+(never fatal while the source still answers: the pipeline slows down and waits); 408 and
+5xx are transient and retried; anything else is a terminal source error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+from vec2pg.errors import (
+    RateLimited,
+    SourceAuthError,
+    SourceError,
+    SourceNotFound,
+    SourceUnavailable,
+)
+
+
+def status_error(
+    status: int,
+    detail: str,
+    *,
+    where: str,
+    credentials: str,
+    not_found: str | None = None,
+    refused_by: str | None = None,
+    doing: str | None = None,
+    retry_after: float | None = None,
+) -> SourceError:
+    """vec2pg's error for an HTTP error answer of ``status`` with the server's ``detail``.
+
+    ``where`` names the source (``"Qdrant at http://..."``); ``credentials`` says how to fix a
+    refused credential (``"check --api-key or QDRANT_API_KEY"``); ``not_found`` is the
+    message for a 404 (default: ``where`` not found); ``refused_by`` names who refuses
+    credentials where that is not ``where`` itself (a service's gateway, not the index);
+    ``doing`` says what the request was for.
+    """
+    during = f" while {doing}" if doing else ""
+    if status in (401, 403):
+        who = f"{where}: {refused_by}" if refused_by else where
+        return SourceAuthError(f"{who} refused the API key (HTTP {status}): {credentials}")
+    if status == 404:
+        return SourceNotFound(f"{not_found or f'{where} not found'} ({detail})")
+    if status == 429:
+        return RateLimited(f"{where} is rate limiting (HTTP 429){during}", retry_after)
+    if status >= 500 or status == 408:
+        return SourceUnavailable(f"{where} answered HTTP {status}{during}: {detail}", retry_after)
+    return SourceError(f"{where} answered HTTP {status}{during}: {detail}")
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
