@@ -317,6 +317,19 @@ def test_hnsw_index_has_the_operator_class_of_the_metric_and_the_table_is_analys
     assert analyses(target, "docs", 2) == 2
 
 
+def test_a_run_with_index_analyses_the_table_once_after_the_build(storage, target) -> None:
+    """Load, index, then ANALYZE (pgvector's advice), once: not after the load as well."""
+    seed(storage, "docs", m.Distance.COSINE, 300, 8)
+
+    with migrated(target, storage, "docs", index="hnsw"):
+        pass
+
+    assert len(indexes(target, "docs")) == 1
+    assert analyses(target, "docs", 1) == 1
+    time.sleep(1.5)  # any second ANALYZE would have been reported by now
+    assert analyses(target, "docs", 1) == 1
+
+
 @pytest.mark.parametrize("distance", ["cosine", "dot", "euclid"])
 def test_ivfflat_index_has_the_operator_class_and_lists_by_row_count(
     storage, target, distance

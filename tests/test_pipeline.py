@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vec2pg.errors import InvalidRecord, SourceUnavailable, Vec2pgError
+from vec2pg.errors import ExitCode, InvalidRecord, SourceUnavailable, Vec2pgError
 from vec2pg.pipeline import Options, RetryPolicy, migrate
 from vec2pg.postgres import PostgresSink
 from vec2pg.records import (
@@ -447,6 +447,7 @@ def test_a_decoding_process_that_dies_stops_the_run_with_what_happened(target) -
     with pytest.raises(Vec2pgError) as caught:
         run(target, source, commit_rows=10, processes=1)
 
+    assert caught.value.exit_code == ExitCode.LOCAL  # not INTERNAL: nothing of vec2pg's is wrong
     assert str(caught.value).startswith("a process decoding records failed (")
     assert str(caught.value).endswith(
         "); if it was killed, or ran out of memory, --processes 0 decodes in the main process"

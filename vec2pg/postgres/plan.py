@@ -89,7 +89,8 @@ def read_facts(
     schema, table = layout.schema, layout.table
     has_schema = catalog.schema_exists(conn, schema)
     exists = has_schema and catalog.table_exists(conn, schema, table)
-    holder = catalog.advisory_lock_holder(conn, lock_key(schema, table)) if lock_holder else None
+    key = lock_key(schema, table)
+    holder = catalog.advisory_lock_holder(conn, key) if lock_holder else None
     return TargetFacts(
         extension=catalog.extension_enabled(conn),
         schema=has_schema,

@@ -39,7 +39,14 @@ from vec2pg.postgres.connection import open_connection, translate_errors
 from vec2pg.postgres.encode import COPY_HEADER, COPY_TRAILER, EncodedRows, PageEncoder
 from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
-from vec2pg.postgres.plan import Decision, decide, key_clause, lock_held, read_facts, write_table
+from vec2pg.postgres.plan import (
+    Decision,
+    decide,
+    key_clause,
+    lock_held,
+    read_facts,
+    write_table,
+)
 from vec2pg.postgres.state import DONE, SETUP_LOCK, State, lock_key, status
 from vec2pg.records import Cursor, SourceInfo
 from vec2pg.rejects import RejectsFile

@@ -112,6 +112,24 @@ def _importable(module: str) -> bool:
         return False
 
 
+def api_key(envvar: str, what: str) -> Option:
+    """A source's ``--api-key``, from ``envvar`` when not given; a secret."""
+    return Option("api_key", ("--api-key",), what, envvar=envvar, metavar="KEY", secret=True)
+
+
+def timeout(default: float) -> Option:
+    """A source's ``--timeout``: seconds to wait for each request."""
+    return Option(
+        "timeout",
+        ("--timeout",),
+        "Seconds to wait for each request.",
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        min=1,
+    )
+
+
 def _pinecone_namespace(name: str) -> str:
     # Pinecone spells its default namespace "__default__" (older servers: ""); so does the table.
     return name or "__default__"
@@ -138,14 +156,7 @@ QDRANT = SourceSpec(
             envvar="QDRANT_URL",
             metavar="URL",
         ),
-        Option(
-            "api_key",
-            ("--api-key",),
-            "Qdrant API key.",
-            envvar="QDRANT_API_KEY",
-            metavar="KEY",
-            secret=True,
-        ),
+        api_key("QDRANT_API_KEY", "Qdrant API key."),
         Option(
             "path",
             ("--path",),
@@ -162,15 +173,7 @@ QDRANT = SourceSpec(
             min=1,
             max=10_000,
         ),
-        Option(
-            "timeout",
-            ("--timeout",),
-            "Seconds to wait for each request.",
-            type=float,
-            default=60.0,
-            metavar="SECONDS",
-            min=1,
-        ),
+        timeout(60.0),
     ),
     extra="qdrant",
     requires=("qdrant_client",),
@@ -196,29 +199,14 @@ PINECONE = SourceSpec(
     argument=Argument("index", "INDEX", "The Pinecone index to copy."),
     factory="vec2pg.sources.pinecone:PineconeSource",
     options=(
-        Option(
-            "api_key",
-            ("--api-key",),
-            "Pinecone API key.",
-            envvar="PINECONE_API_KEY",
-            metavar="KEY",
-            secret=True,
-        ),
+        api_key("PINECONE_API_KEY", "Pinecone API key."),
         Option(
             "host",
             ("--host",),
             "The index's host (https://INDEX-PROJECT.svc...); skips the control plane.",
             metavar="URL",
         ),
-        Option(
-            "timeout",
-            ("--timeout",),
-            "Seconds to wait for each request.",
-            type=float,
-            default=30.0,
-            metavar="SECONDS",
-            min=1,
-        ),
+        timeout(30.0),
     ),
     extra="pinecone",
     requires=("pinecone", "urllib3", "simdjson"),
