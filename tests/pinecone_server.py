@@ -366,7 +366,7 @@ class _Index:
 @dataclass
 class _Rule:
     remaining: int
-    kind: str  # "fail" | "hang" | "drop"
+    kind: str  # "fail" | "hang" | "drop" | "truncate"
     status: int = 429
     retry_after: float | str | None = None
     endpoint: str | None = None
@@ -423,9 +423,12 @@ class PineconeServer:
         self.pod_list = pod_list
         self.max_upsert_bytes = max_upsert_bytes
         self.latency: float = 0.0
+        #: Answer a list request's paginationToken as its next one (a cursor that repeats).
+        self.repeat_list_token = False
         self._indexes: dict[str, _Index] = {}
         self._lock = threading.Lock()  # stats, rules and index table; never held while sleeping
         self._rules: list[_Rule] = []
+        self._truncating: set[int] = set()  # handler threads cutting their answer short
         self._counts: collections.Counter[str] = collections.Counter()
         self._index_counts: collections.Counter[tuple[str | None, str]] = collections.Counter()
         self._status_counts: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -719,6 +722,21 @@ class PineconeServer:
         """Close the connection of the next ``n`` matching requests without answering."""
         self._add_rule(_Rule(n, "drop", endpoint=endpoint, index=index))
 
+    def truncate_next(
+        self, n: int = 1, endpoint: str | None = None, *, index: str | None = None
+    ) -> None:
+        """Answer the next ``n`` matching requests 200 with the first half of their body, as
+        an answer cut short by a proxy or a dropped connection arrives."""
+        self._add_rule(_Rule(n, "truncate", endpoint=endpoint, index=index))
+
+    def store_json(self, index: str, namespace: str, rid: str, record: bytes) -> None:
+        """Store a record as the JSON text ``record`` of its fetch answer, written by the
+        test as it likes: JSON that a Python dict cannot hold (a lone surrogate escape, an
+        integer of 2**70) reaches the client exactly as given."""
+        self._indexes[index].store(
+            _ns_from_wire(namespace), [(rid, json.dumps(rid).encode() + b":" + record)]
+        )
+
     def clear_faults(self) -> None:
         with self._lock:
             self._rules.clear()
@@ -931,6 +949,8 @@ class PineconeServer:
         out: dict[str, Any] = {"vectors": [{"id": r} for r in page]}
         if more and page:
             out["pagination"] = {"next": _encode_token(page[-1], ns)}
+        if self.repeat_list_token and token:  # a caching proxy's bug: the same page again
+            out["pagination"] = {"next": token}
         out["namespace"] = ns_wire
         out["usage"] = {"readUnits": 1}
         return _dumps(out)
@@ -1107,6 +1127,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(401, ApiError(401, "Invalid API key.").body())
                 return
             rule = owner._take_rule(endpoint, index)
+            if rule is not None and rule.kind == "truncate":
+                owner._truncating.add(threading.get_ident())
+                rule = None
             if rule is not None:
                 if rule.kind == "drop":
                     self.close_connection = True
@@ -1141,6 +1164,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except ApiError as exc:
                 self._send(exc.status, exc.body())
                 return
+            if threading.get_ident() in owner._truncating:
+                owner._truncating.discard(threading.get_ident())
+                payload = payload[: len(payload) // 2]
             self._send(status, payload, ctype)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True

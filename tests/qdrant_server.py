@@ -41,6 +41,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -127,6 +128,11 @@ class QdrantServer:
         self.read_only_api_key = read_only_api_key
         self.auth_status = 401
         self.latency = latency
+        #: Answer a scroll's offset as its next_page_offset (a cursor that repeats).
+        self.repeat_next_offset = False
+        #: Change the points of each scroll answer (as JSON-ready dicts) before they are sent:
+        #: answers a real server would not give, written by the test.
+        self.rewrite_points: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
         self.version = version or importlib.metadata.version("qdrant-client")
         self._host = host
         self._port = port
@@ -302,7 +308,12 @@ class QdrantServer:
                 with_payload=req.with_payload if req.with_payload is not None else True,
                 with_vectors=req.with_vector if req.with_vector is not None else False,
             )
-            return 200, {"points": [_dump(p) for p in points], "next_page_offset": next_offset}
+            if self.repeat_next_offset and req.offset is not None and next_offset is not None:
+                next_offset = req.offset  # a caching proxy's bug: the same page again
+            dumped = [_dump(p) for p in points]
+            if self.rewrite_points is not None:
+                dumped = self.rewrite_points(dumped)
+            return 200, {"points": dumped, "next_page_offset": next_offset}
         if method == "POST" and rest == ["points", "count"]:
             req = _parse(models.CountRequest, request)
             result = self.local.count(

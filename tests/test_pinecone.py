@@ -377,7 +377,12 @@ def test_a_pod_based_index_named_by_host_is_explained_too(server, target, capsys
     upsert(server, "old", "ns", dense_records(3, 8))
 
     assert run(target, "old", "--host", host) == ExitCode.SOURCE
-    assert "cannot list ids (is it pod-based?)" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: Pinecone index 'old' cannot list ids (it answered 'list is not "
+        "supported for pod-based indexes'): vec2pg reads an index by listing its ids, and "
+        "Pinecone offers list only on serverless indexes: move the index to serverless "
+        "(Pinecone's console migrates pod-based indexes) and migrate that one"
+    )
 
 
 def test_a_wrong_api_key_is_refused_without_printing_it(server, target, capsys) -> None:

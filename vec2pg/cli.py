@@ -15,7 +15,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from contextvars import ContextVar
@@ -27,7 +29,7 @@ import typer
 from typer.core import TyperCommand
 
 from vec2pg import __version__
-from vec2pg.errors import ConfigError, ExitCode, Vec2pgError
+from vec2pg.errors import ConfigError, ExitCode, TerminateSignal, Vec2pgError
 from vec2pg.sources import Option, SourceSpec, registry
 from vec2pg.sources.base import MAX_CONCURRENCY
 
@@ -62,6 +64,7 @@ class _Output:
 
     debug: bool = False
     json: bool = False
+    terminated: bool = False  # a SIGTERM arrived
 
 
 _OUTPUT: ContextVar[_Output | None] = ContextVar("vec2pg_output", default=None)
@@ -209,6 +212,15 @@ WRITING = (
         metavar="FILE",
     ),
     STRIP_NUL,
+    Option(
+        "lock_timeout",
+        ("--lock-timeout",),
+        "Give up (exit 7) when a statement waits this long for a lock another session holds "
+        "on the target. Default: wait, saying for whom.",
+        type=float,
+        metavar="SECONDS",
+        min=0.001,
+    ),
     Option(
         "dry_run",
         ("--dry-run",),
@@ -526,6 +538,7 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
                 sync=sync,
                 halfvec=values["halfvec"],
                 index=values["index_method"],
+                lock_timeout=values["lock_timeout"],
             )
         )
         if dry_run:
@@ -622,10 +635,10 @@ def status(
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> int:
-    """Show a target's rows, its last completed run and any saved progress.
+    """Show a target's rows, its last completed run and any interrupted one.
 
-    Exits 0 when the target has completed a run and has no unfinished one, 8 when an
-    unfinished run waits to be resumed, 5 when vec2pg has never completed a run on it.
+    Exits 8 when an interrupted run waits to be resumed (the same command resumes it), 5
+    when vec2pg has never run on the target, and 0 otherwise.
     """
     from vec2pg.postgres.sink import target_status
 
@@ -636,9 +649,13 @@ def status(
         typer.echo(json.dumps(report))
     else:
         typer.echo(_status_text(report))
-    if report["last_complete"] is None:
-        return int(ExitCode.TARGET_STATE)
-    return int(ExitCode.DIFFERS) if report["unfinished"] else 0
+    if report["unfinished"] is not None:
+        return int(ExitCode.DIFFERS)
+    return int(ExitCode.TARGET_STATE) if report["last_complete"] is None else 0
+
+
+#: A run's mode in plain words.
+_MODES = {"load": "first load", "merge": "resync", "replace": "replacement"}
 
 
 def _status_text(report: dict[str, Any]) -> str:
@@ -650,23 +667,39 @@ def _status_text(report: dict[str, Any]) -> str:
     else:
         done = last["summary"] or {}
         lines.append(
-            f"  last completed run #{last['run']} ({last['mode']}) finished {last['finished']}: "
-            f"{done.get('read', 0):,} read, {done.get('inserted', 0):,} inserted, "
-            f"{done.get('updated', 0):,} updated, {done.get('deleted', 0):,} deleted"
+            f"  last completed run: a {_MODES.get(last['mode'], last['mode'])}, finished "
+            f"{_when(last['finished'])}: {done.get('read', 0):,} records read, "
+            f"{done.get('inserted', 0):,} inserted, {done.get('updated', 0):,} updated, "
+            f"{done.get('deleted', 0):,} deleted"
         )
     unfinished = report["unfinished"]
     if unfinished is None:
-        lines.append("  no saved progress")
+        lines.append("  no interrupted run")
     else:
         chains = unfinished["chains"]
+        parts = (
+            f" (read in {chains['total']} parts, {chains['done']} of them to the end)"
+            if chains["total"] > 1
+            else ""
+        )
         lines.append(
-            f"  unfinished run #{unfinished['run']} ({unfinished['mode']}) started "
-            f"{unfinished['started']}: {unfinished['records']:,} records committed, "
-            f"{chains['done']} of {chains['total']} chains done; the same command resumes it"
+            f"  an interrupted {_MODES.get(unfinished['mode'], unfinished['mode'])}, started "
+            f"{_when(unfinished['started'])}: {unfinished['records']:,} records committed"
+            f"{parts}; the same command resumes it"
         )
         if unfinished["error"]:
-            lines.append(f"  it stopped with: {unfinished['error']}")
+            lines.append(f"  it stopped: {unfinished['error']}")
     return "\n".join(lines)
+
+
+def _when(iso: str | None) -> str:
+    """A timestamp of the run log as a person reads it: to the second, with its zone."""
+    if not iso:
+        return "(unknown)"
+    import datetime
+
+    moment = datetime.datetime.fromisoformat(iso)
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip() or iso
 
 
 verify_app = typer.Typer(
@@ -687,13 +720,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     output = _Output(debug=os.environ.get("VEC2PG_DEBUG") == "1")
     token = _OUTPUT.set(output)
+    previous = _on_sigterm(output)
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="vec2pg", standalone_mode=False)
         if result == ExitCode.INTERRUPTED:
             # Typer turns Ctrl-C into this exit code without a word (no command returns
             # it): say it, on stderr and in --json's error object, as for any failure.
-            return _fail("interrupted", ExitCode.INTERRUPTED, output)
+            return _stopped(output)
         return int(result) if isinstance(result, int) else 0
     except Exit as exc:
         return int(exc.exit_code)
@@ -705,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vec2pg: error: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", ExitCode.USAGE))
     except Abort:
-        return _fail("interrupted", ExitCode.INTERRUPTED, output)
+        return _stopped(output)
     except Vec2pgError as exc:
         if output.debug:
             import traceback
@@ -713,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         return _fail(str(exc), exc.exit_code, output)
     except KeyboardInterrupt:
-        return _fail("interrupted", ExitCode.INTERRUPTED, output)
+        return _stopped(output)
     except Exception as exc:
         if output.debug:
             import traceback
@@ -724,6 +758,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"internal error: {reason}{hint}", ExitCode.INTERNAL, output)
     finally:
         _OUTPUT.reset(token)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(output: _Output) -> Any:
+    """Stop on SIGTERM (cron's timeout, systemd, Kubernetes) as on Ctrl-C: the run raises
+    :class:`~vec2pg.errors.TerminateSignal` in the main thread, rolls back the transaction
+    in progress, ends its decoding processes and says what is committed. A second SIGTERM
+    while it does so is ignored. Returns the handler it replaced (None: none replaced)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        if not output.terminated:
+            output.terminated = True
+            raise TerminateSignal()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _stopped(output: _Output) -> int:
+    """Ctrl-C or SIGTERM before a run began (a run says more, as Interrupted)."""
+    if output.terminated:
+        return _fail("terminated (SIGTERM)", ExitCode.TERMINATED, output)
+    return _fail("interrupted", ExitCode.INTERRUPTED, output)
 
 
 def _fail(message: str, code: ExitCode, output: _Output) -> int:

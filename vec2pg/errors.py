@@ -25,7 +25,8 @@ class ExitCode(IntEnum):
     DIFFERS = 8  # the run finished, but the table does not match the source
     REJECTED = 9  # the run finished, but skipped records (they are in the rejects file)
     LOCAL = 10  # this machine failed the run: a decoding process died, a file is unwritable
-    INTERRUPTED = 130  # Ctrl-C
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM: cron's timeout, systemd, Kubernetes
 
 
 class Vec2pgError(Exception):
@@ -108,11 +109,32 @@ class LockHeld(Vec2pgError):
     exit_code = ExitCode.LOCKED
 
 
+class TerminateSignal(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the command line's handler: a run stops as it
+    does on Ctrl-C (the transaction in progress rolled back, what committed kept)."""
+
+
+class Interrupted(Vec2pgError):
+    """A run stopped by Ctrl-C; its message says what is committed."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """A run stopped by SIGTERM; its message says what is committed."""
+
+    exit_code = ExitCode.TERMINATED
+
+
 class LocalError(Vec2pgError):
     """This machine failed the run: a decoding process died (killed, out of memory), or a
     file vec2pg writes could not be written."""
 
     exit_code = ExitCode.LOCAL
+
+
+class LockTimeout(LockHeld):
+    """A statement waited longer than --lock-timeout for a lock another session holds."""
 
 
 class InvalidRecord(Vec2pgError):

@@ -14,6 +14,7 @@ not keep up with the network. The writer then only sends bytes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -21,7 +22,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vec2pg import workers
-from vec2pg.errors import ExitCode, LocalError, TargetUnavailable
+from vec2pg.errors import (
+    ExitCode,
+    Interrupted,
+    LocalError,
+    TargetUnavailable,
+    Terminated,
+    TerminateSignal,
+)
 from vec2pg.memory import release_large_blocks, trim
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
 from vec2pg.postgres.sink import Counts, PostgresSink, TargetRun
@@ -35,7 +43,7 @@ from vec2pg.reading import (
     select_namespaces,
 )
 from vec2pg.records import SourceInfo
-from vec2pg.sources.base import Page, Source
+from vec2pg.sources.base import Page, Raw, Source
 
 if TYPE_CHECKING:
     from vec2pg.verify import VerifyReport
@@ -211,77 +219,175 @@ def migrate(
 ) -> Summary:
     """Bring ``sink``'s table in step with ``source`` and return what was done.
 
-    A lost PostgreSQL connection is re-established up to ``options.reconnects`` times; the
-    run then resumes from its last commit, so nothing is lost or written twice.
+    A lost PostgreSQL connection is re-established (``options.reconnects`` times in a row)
+    and the run resumes from its last commit, so nothing is lost or written twice. Ctrl-C
+    (or SIGTERM) raises :class:`~vec2pg.errors.Interrupted` saying what is committed.
     """
-    options = options or Options()
-    events = events or NoEvents()
-    started = time.monotonic()
-    retrier = Retrier(options.retry, events, options.concurrency)
-    info = retrier.call(source.describe)
-    namespaces = select_namespaces(info, options.namespaces)
-    restricted = [ns.name for ns in namespaces] if options.namespaces else None
-    summary = Summary(info.kind, info.collection)
-    for ns in namespaces:
-        summary.namespaces[ns.name] = NamespaceSummary(expected=ns.count)
-    counts = {name: ns.counts for name, ns in summary.namespaces.items()}
-    total = None if info.total is None else sum(ns.count or 0 for ns in namespaces)
-    # Splitting a namespace (Pinecone) makes many small requests, a page of ids each,
-    # before any record is read: more of them in flight than while reading.
-    split_call = retrier.limited(max(SPLIT_IN_FLIGHT, 2 * options.concurrency))
-    processes = 0
-    if info.raw_pages:
-        wanted = options.processes
-        processes = workers.default_count(total) if wanted is None else wanted
-    summary.processes = processes
-    if options.flat_memory and not processes:
-        release_large_blocks()
-    shown = False
-    with _Decoders(processes) as decoders:
-        for attempt in range(options.reconnects + 1):
+    return _Migration(source, sink, options or Options(), events or NoEvents()).run()
+
+
+class _Migration:
+    """One call of :func:`migrate`: the source described, the run on the target begun (again
+    after a lost connection), every chain read into it, the run finished and indexed."""
+
+    def __init__(self, source: Source, sink: PostgresSink, options: Options, events: Events):
+        self.source, self.sink, self.options, self.events = source, sink, options, events
+        self.started = time.monotonic()
+        self.retrier = Retrier(options.retry, events, options.concurrency)
+        self.info = info = self.retrier.call(source.describe)
+        self.namespaces = select_namespaces(info, options.namespaces)
+        #: The run's restriction (None: every namespace); it bounds --prune.
+        self.restricted = [ns.name for ns in self.namespaces] if options.namespaces else None
+        self.summary = Summary(info.kind, info.collection)
+        for ns in self.namespaces:
+            self.summary.namespaces[ns.name] = NamespaceSummary(expected=ns.count)
+        #: What committed, per namespace (the summary's counts).
+        self.counts = {name: ns.counts for name, ns in self.summary.namespaces.items()}
+        self.total = None if info.total is None else sum(ns.count or 0 for ns in self.namespaces)
+        processes = 0
+        if info.raw_pages:
+            wanted = options.processes
+            processes = workers.default_count(self.total) if wanted is None else wanted
+        self.summary.processes = processes
+        #: The run on the target, once begun (again after a lost connection).
+        self.target_run: TargetRun | None = None
+        #: Records the interrupted runs that this one resumes had committed.
+        self.committed_before = 0
+        self._shown = False
+
+    def run(self) -> Summary:
+        summary, sink, events = self.summary, self.sink, self.events
+        if self.options.flat_memory and not summary.processes:
+            release_large_blocks()
+        try:
+            with _Decoders(summary.processes) as decoders, sink.watch_locks(events.note):
+                stale = self._reconnecting(decoders)
+                _finished(summary, self.counts, stale)
+                if sink.index is not None:
+                    # Load first, index after (pgvector's advice): a whole table, one build.
+                    summary.indexes = sink.build_indexes(events.indexing, events.note)
+        except KeyboardInterrupt as exc:
+            raise self._interrupted(exc) from None
+        summary.seconds = time.monotonic() - self.started
+        events.finished(summary)
+        return summary
+
+    def _reconnecting(self, decoders: _Decoders) -> dict[str, int]:
+        """:meth:`_once`, again after a lost PostgreSQL connection: up to
+        ``options.reconnects`` times in a row. The budget is for one outage, and starts
+        again once a transaction has committed (a long migration may live through many
+        failovers, or a pooler that recycles its connections)."""
+        failures = 0
+        committed = 0
+        while True:
             try:
-                with sink.begin(info, restricted) as run:
-                    summary.target, summary.mode = run.display, run.mode
-                    summary.resumed = summary.resumed or run.resumed
-                    # A fresh run's chains; a resumed one's for namespaces it did not have.
-                    started_namespaces = {ns for ns, _ in run.chains}
-                    missing = [ns for ns in namespaces if ns.name not in started_namespaces]
-                    if missing or any(cursor != DONE for cursor in run.chains.values()):
-                        decoders.start(run.encoder())  # while the chains are being split
-                    if missing:
-                        run.start_chains(
-                            [
-                                (ns.name, key)
-                                for ns in missing
-                                # Two chains (or more) per reader: no long one is left to the end.
-                                for key in source.partitions(
-                                    ns.name, ns.count, 2 * options.concurrency, split_call
-                                )
-                            ]
-                        )
-                    if not shown:
-                        events.started(info, summary.target, total)
-                        shown = True
-                    _copy(source, run, options, retrier, events, counts, decoders.pool)
-                    summary.seconds = time.monotonic() - started
-                    summary.retries, summary.rate_limited = retrier.retries, retrier.rate_limited
-                    stale = run.finish(counts, lambda found: _finished(summary, counts, found))
-                break
+                return self._once(decoders)
             except TargetUnavailable as exc:
-                if attempt == options.reconnects:
+                now = sum(c.read for c in self.counts.values())
+                if now > committed:  # the connection worked since it was last lost
+                    failures, committed = 0, now
+                if failures == self.options.reconnects:
                     raise
-                summary.reconnects += 1
-                wait = min(30.0, options.retry.initial * 2**attempt)
-                events.retrying(f"{exc}; reconnecting", attempt + 1, wait)
-                sink.close()
+                failures += 1
+                self.summary.reconnects += 1
+                wait = min(30.0, self.options.retry.initial * 2 ** (failures - 1))
+                self.events.retrying(f"{exc}; reconnecting", failures, wait)
+                self.sink.close()
                 time.sleep(wait)
-    _finished(summary, counts, stale)
-    if sink.index is not None:
-        # Load first, index after (pgvector's advice): a whole table, one build.
-        summary.indexes = sink.build_indexes(events.indexing, events.note)
-    summary.seconds = time.monotonic() - started
-    events.finished(summary)
-    return summary
+
+    def _once(self, decoders: _Decoders) -> dict[str, int]:
+        """Begin (or resume) the run, read every unfinished chain into it, and finish it;
+        return the stale rows per namespace."""
+        summary, options = self.summary, self.options
+        with self.sink.begin(self.info, self.restricted) as run:
+            if self.target_run is None:  # the first; a reconnect resumes the same run
+                self.committed_before = run.committed_before
+            self.target_run = run
+            summary.target, summary.mode = run.display, run.mode
+            summary.resumed = summary.resumed or run.resumed
+            # A fresh run's chains; a resumed one's for namespaces it did not have.
+            started = {ns for ns, _ in run.chains}
+            missing = [ns for ns in self.namespaces if ns.name not in started]
+            if missing or any(cursor != DONE for cursor in run.chains.values()):
+                decoders.start(run.encoder())  # while the chains are being split
+            if missing:
+                # Splitting a namespace (Pinecone) makes many small requests, a page of ids
+                # each, before any record is read: more of them in flight than reading.
+                split = self.retrier.limited(max(SPLIT_IN_FLIGHT, 2 * options.concurrency))
+                run.start_chains(
+                    [
+                        (ns.name, key)
+                        for ns in missing
+                        # Two chains (or more) per reader: no long one is left to the end.
+                        for key in self.source.partitions(
+                            ns.name, ns.count, 2 * options.concurrency, split
+                        )
+                    ]
+                )
+            if not self._shown:
+                self.events.started(self.info, summary.target, self.total)
+                self._shown = True
+            self._copy(run, decoders.pool)
+            summary.seconds = time.monotonic() - self.started
+            summary.retries = self.retrier.retries
+            summary.rate_limited = self.retrier.rate_limited
+            stale = run.finish(self.counts, lambda found: _finished(summary, self.counts, found))
+        if run.duplicates_removed:
+            self.events.note(
+                f"removed {run.duplicates_removed:,} rows that repeated another's key: the "
+                "source had sent those records twice"
+            )
+        return stale
+
+    def _copy(self, run: TargetRun, decoders: ProcessPoolExecutor | None) -> None:
+        """Read every unfinished chain of ``run`` into it; add what committed to the counts."""
+        options = self.options
+        start = [
+            Chain(namespace, partition, cursor)  # type: ignore[arg-type]
+            for (namespace, partition), cursor in sorted(run.chains.items())
+            if cursor != DONE
+        ]
+        loader = None
+        try:
+            with run.loader() as loader:
+                encode = partial(_encoded, self.retrier, loader.encode, decoders)
+                pages = ChainReader(
+                    start,
+                    self.source.page,
+                    encode,
+                    concurrency=options.concurrency,
+                    retrier=self.retrier,
+                    # Reading far more than a namespace held at the start stops the run.
+                    counts={ns.name: ns.count for ns in self.namespaces},
+                )
+                for written, (chain, rows, next_cursor) in enumerate(pages, start=1):
+                    loader.write_rows(chain.namespace, chain.partition, next_cursor, rows)
+                    self.events.advanced(chain.namespace, rows.read)
+                    if options.flat_memory and written % TRIM_EVERY == 0:
+                        trim()
+        finally:
+            if loader is not None:
+                for name, committed in loader.counts.items():
+                    self.counts.setdefault(name, Counts()).add(committed)
+
+    def _interrupted(self, signal: KeyboardInterrupt) -> Interrupted:
+        """What Ctrl-C (or SIGTERM) left: the records committed, and how to go on."""
+        error, what = (
+            (Terminated, "terminated (SIGTERM)")
+            if isinstance(signal, TerminateSignal)
+            else (Interrupted, "interrupted")
+        )
+        summary, run = self.summary, self.target_run
+        if run is None:
+            return error(f"{what} before anything was written")
+        total = run.committed()  # PostgreSQL's word: the counts may miss a last commit
+        if total is None:
+            return error(f"{what}; what committed is kept, and the same command resumes")
+        this_run = total - self.committed_before
+        committed = f"{this_run:,} records read by this run are committed to {summary.target}"
+        if self.committed_before:
+            committed += f" ({total:,} with the interrupted runs before it)"
+        return error(f"{what}: {committed}; the same command resumes from there")
 
 
 def _finished(summary: Summary, counts: dict[str, Counts], stale: dict[str, int]) -> dict[str, Any]:
@@ -315,47 +421,22 @@ def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> 
     }
 
 
-def _copy(
-    source: Source,
-    run: TargetRun,
-    options: Options,
-    retrier: Retrier,
-    events: Events,
-    counts: dict[str, Counts],
-    decoders: ProcessPoolExecutor | None,
-) -> None:
-    """Read every unfinished chain of ``run`` into it; add what committed to counts."""
-    start = [
-        Chain(namespace, partition, cursor)  # type: ignore[arg-type]
-        for (namespace, partition), cursor in sorted(run.chains.items())
-        if cursor != DONE
-    ]
-    loader = None
-    try:
-        with run.loader() as loader:
-            encode = partial(_encoded, retrier, loader.encode, decoders)
-            pages = ChainReader(
-                start, source.page, encode, concurrency=options.concurrency, retrier=retrier
-            )
-            for written, (chain, rows, next_cursor) in enumerate(pages, start=1):
-                loader.write_rows(chain.namespace, chain.partition, next_cursor, rows)
-                events.advanced(chain.namespace, rows.read)
-                if options.flat_memory and written % TRIM_EVERY == 0:
-                    trim()
-    finally:
-        if loader is not None:
-            for name, committed in loader.counts.items():
-                counts.setdefault(name, Counts()).add(committed)
-
-
 def _encoded(
     retrier: Retrier, encode: PageEncoder, decoders: ProcessPoolExecutor | None, page: Page
 ) -> EncodedRows:
     """A page's records as COPY rows: decoded in a process of the pool if the page can be
-    read apart from its decoding, else here."""
+    read apart from its decoding, else here. An answer that does not decode (cut short on
+    its way: a transient failure) is read again."""
     if decoders is None or page.read is None:
         return encode(retrier.call(page.load))
-    raw = retrier.call(page.read)
+    return retrier.retried(_decoded_elsewhere, retrier, decoders, page.read)
+
+
+def _decoded_elsewhere(
+    retrier: Retrier, decoders: ProcessPoolExecutor, read: Callable[[], Raw]
+) -> EncodedRows:
+    with retrier.throttle:  # for the request, not for the decoding
+        raw = read()
     try:
         return decoders.submit(workers.decode, raw).result()
     except BrokenProcessPool as exc:

@@ -23,7 +23,8 @@ import os
 import queue
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from vec2pg.errors import ConfigError, RateLimited, Transient
+from vec2pg.errors import ConfigError, RateLimited, SourceError, Transient
 from vec2pg.records import Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import MAX_CONCURRENCY, Page
 
@@ -50,6 +51,16 @@ T = TypeVar("T")
 
 #: Requests in flight while chains are being split (see :meth:`Source.partitions`).
 SPLIT_IN_FLIGHT = 64
+#: A chain remembers this many of its last cursors: a source (or a proxy caching its
+#: answers) that sends one back is going round in circles, and the run stops before it
+#: writes a page twice.
+REMEMBERED_CURSORS = 1_000
+
+
+def read_limit(count: int) -> int:
+    """How many records a namespace that held ``count`` at the start may yield before its
+    pages are taken to repeat (records added during a run are welcome, twice as many not)."""
+    return 2 * count + 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +160,12 @@ class Retrier:
         """A ``call`` with its own throttle of ``limit`` requests in flight."""
         return partial(self._call, Throttle(limit))
 
-    def _call(self, throttle: Throttle, fn: Callable[..., T], *args: Any) -> T:
+    def retried(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` retried as :meth:`call` retries, but not throttled: ``fn`` holds
+        :attr:`throttle` itself for its requests, and not for its other work."""
+        return self._call(None, fn, *args)
+
+    def _call(self, throttle: Throttle | None, fn: Callable[..., T], *args: Any) -> T:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
             stop=self._policy.stopper(),
@@ -161,7 +177,9 @@ class Retrier:
         return result
 
     @staticmethod
-    def _throttled(throttle: Throttle, fn: Callable[..., T], *args: Any) -> T:
+    def _throttled(throttle: Throttle | None, fn: Callable[..., T], *args: Any) -> T:
+        if throttle is None:
+            return fn(*args)
         with throttle:
             return fn(*args)
 
@@ -173,6 +191,11 @@ class Retrier:
         wait = state.next_action.sleep if state.next_action else 0.0
         if self._events is not None:
             self._events.retrying(str(exc), state.attempt_number, wait)
+
+
+def _short(cursor: Cursor) -> str:
+    text = repr(cursor)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def select_namespaces(info: SourceInfo, wanted: Sequence[str]) -> list[Namespace]:
@@ -215,7 +238,12 @@ class ChainReader(Generic[T]):
         *,
         concurrency: int,
         retrier: Retrier,
+        counts: Mapping[str, int | None] | None = None,
     ) -> None:
+        """``counts``: each namespace's records when the run started; reading far more
+        (:func:`read_limit`) stops the run, as a cursor that comes back does."""
+        self._counts = {ns: count for ns, count in (counts or {}).items() if count is not None}
+        self._read_so_far: dict[str, int] = {}
         self._chains = list(chains)
         self._read = read
         self._process = process
@@ -224,6 +252,7 @@ class ChainReader(Generic[T]):
         self._todo: queue.Queue[Chain | None] = queue.Queue()
         self._pages: queue.Queue[Any] = queue.Queue(maxsize=2 * concurrency)
         self._stop = threading.Event()
+        self._lock = threading.Lock()
 
     def __iter__(self) -> Iterator[tuple[Chain, T, Cursor]]:
         for chain in self._chains:
@@ -282,13 +311,44 @@ class ChainReader(Generic[T]):
                 if chain is None:
                     return
                 cursor = chain.cursor
+                recent: deque[Cursor] = deque([cursor], maxlen=REMEMBERED_CURSORS)
                 while not self._stop.is_set():
                     page = self._retrier.call(self._read, chain.namespace, chain.partition, cursor)
+                    # Checked before the page is handed on: it is then never written twice.
+                    self._check(chain, cursor, page, recent)
                     processed: Future[T] = self._pool.submit(self._process, page)
                     if not self._put((chain, processed, page.next_cursor)):
                         return
                     if page.next_cursor is None:
                         break
                     cursor = page.next_cursor
+                    recent.append(cursor)
         except BaseException as exc:  # handed to the caller, which raises it
             self._put(exc)
+
+    def _check(self, chain: Chain, cursor: Cursor, page: Page, recent: deque[Cursor]) -> None:
+        """Stop a chain whose source goes round in circles (see :data:`REMEMBERED_CURSORS`)."""
+        where = f"namespace {chain.namespace!r}" if chain.namespace else "the collection"
+        resume = (
+            "; a proxy or cache between vec2pg and the source may be answering with old "
+            "pages. What was written is committed, and the same command resumes once the "
+            "source answers as it should"
+        )
+        if page.next_cursor is not None and page.next_cursor in recent:
+            raise SourceError(
+                f"the source sent {where} back to a page it had already read (cursor "
+                f"{_short(page.next_cursor)} after {_short(cursor)}): reading stopped before "
+                f"any page was written twice{resume}"
+            )
+        count = self._counts.get(chain.namespace)
+        if count is None:
+            return
+        with self._lock:
+            read = self._read_so_far[chain.namespace] = (
+                self._read_so_far.get(chain.namespace, 0) + page.size
+            )
+        if read > read_limit(count):
+            raise SourceError(
+                f"{read:,} records of {where} have been read, far more than the {count:,} it "
+                f"held when the run started: its pages seem to repeat{resume}"
+            )

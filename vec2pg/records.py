@@ -113,9 +113,32 @@ class SourceInfo:
 
 @dataclass(slots=True)
 class Record:
-    """One record: its id (as text), its vectors by field name, and its metadata."""
+    """One record: its id (as text), its vectors by field name, and its metadata.
+
+    ``invalid`` is why the source could not turn what it read into vectors (a multivector
+    whose sub-vectors differ in length): the record is then rejected with that reason, as
+    the sink rejects one PostgreSQL cannot hold, and its vectors hold what was read.
+    """
 
     id: str
-    vectors: Mapping[str, Vector | None]
+    vectors: Mapping[str, Any]
     metadata: dict[str, Any] | None = None
     namespace: str = ""
+    invalid: str | None = None
+
+
+def as_array(value: Any, name: str) -> FloatArray:
+    """A dense vector (a list of numbers) or a multivector (a list of lists) as a float32
+    array; ValueError saying what is wrong with one that is neither (``name``: its field)."""
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        pass
+    label = f"vector {name!r}" if name else "the vector"
+    if isinstance(value, list) and all(isinstance(row, list) for row in value):
+        lengths = sorted({len(row) for row in value})
+        raise ValueError(
+            f"{label} is a multivector whose sub-vectors differ in length "
+            f"({', '.join(map(str, lengths))} values)"
+        )
+    raise ValueError(f"{label} is not a list of numbers")

@@ -24,8 +24,16 @@ from typing import IO, Any
 
 import numpy as np
 
-from vec2pg.errors import ConfigError
-from vec2pg.records import Metric, Record, SourceInfo, SparseVector, VectorField, VectorKind
+from vec2pg.errors import ConfigError, LocalError
+from vec2pg.records import (
+    Metric,
+    Record,
+    SourceInfo,
+    SparseVector,
+    VectorField,
+    VectorKind,
+    as_array,
+)
 
 FORMAT_VERSION = 1
 
@@ -56,21 +64,31 @@ class RejectsFile:
             "vectors": {name: _plain(value) for name, value in record.vectors.items()},
             "metadata": record.metadata,
         }
-        self._pending.append(json.dumps(line, ensure_ascii=False, default=repr))
+        text = json.dumps(line, ensure_ascii=False, default=repr)
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: escaped, it reads back the same
+            text = json.dumps(line, default=repr)
+        self._pending.append(text)
 
     def flush(self) -> None:
         """Write what is pending and make it durable."""
         if not self._pending:
             return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            self._file = self.path.open("a", encoding="utf-8")
-            if new:
-                self._file.write(json.dumps(header(self._info), ensure_ascii=False) + "\n")
-        self._file.write("\n".join(self._pending) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                new = not self.path.exists() or self.path.stat().st_size == 0
+                self._file = self.path.open("a", encoding="utf-8")
+                if new:
+                    self._file.write(json.dumps(header(self._info), ensure_ascii=False) + "\n")
+            self._file.write("\n".join(self._pending) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            # The transaction that skips these records then rolls back: nothing is lost.
+            self._abandon()
+            raise LocalError(f"cannot write the rejects file {self.path}: {exc}") from exc
         self._pending = []
 
     def discard(self) -> None:
@@ -80,6 +98,15 @@ class RejectsFile:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
+
+    def _abandon(self) -> None:
+        """Close a file that cannot be written, dropping what its buffer still holds."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the write that failed is already reported
             self._file = None
 
 
@@ -110,33 +137,59 @@ def header(info: SourceInfo) -> dict[str, Any]:
 
 
 def fields_from(head: dict[str, Any]) -> tuple[VectorField, ...]:
-    return tuple(
-        VectorField(
-            f["name"],
-            VectorKind(f["kind"]),
-            f["dim"],
-            Metric(f["metric"]) if f.get("metric") else None,
+    """The vector fields a rejects file's header describes; ValueError naming what is not
+    one vec2pg knows."""
+    fields = []
+    for f in head["fields"]:
+        if f.get("kind") not in {kind.value for kind in VectorKind}:
+            known = ", ".join(kind.value for kind in VectorKind)
+            raise ValueError(
+                f"vector {f.get('name')!r} has the unknown kind {f.get('kind')!r} "
+                f"(vec2pg knows {known})"
+            )
+        if f.get("metric") and f["metric"] not in {metric.value for metric in Metric}:
+            raise ValueError(f"vector {f.get('name')!r} has the unknown metric {f['metric']!r}")
+        fields.append(
+            VectorField(
+                f["name"],
+                VectorKind(f["kind"]),
+                f["dim"],
+                Metric(f["metric"]) if f.get("metric") else None,
+            )
         )
-        for f in head["fields"]
-    )
+    return tuple(fields)
 
 
 def record_from(line: dict[str, Any], fields: dict[str, VectorField]) -> Record:
-    """A record from one line of a rejects file."""
+    """A record from one line of a rejects file (one whose vectors are no vectors, edited
+    by hand, is rejected again with the reason)."""
     vectors: dict[str, Any] = {}
+    problems = []
     for name, value in (line.get("vectors") or {}).items():
         field = fields.get(name)
         sparse = field.kind is VectorKind.SPARSE if field is not None else isinstance(value, dict)
-        if value is None:
-            vectors[name] = None
-        elif sparse:
-            vectors[name] = SparseVector(
-                np.asarray(value["indices"], dtype=np.int64),
-                np.asarray(value["values"], dtype=np.float32),
+        try:
+            if value is None:
+                vectors[name] = None
+            elif sparse:
+                vectors[name] = SparseVector(
+                    np.asarray(value["indices"], dtype=np.int64),
+                    np.asarray(value["values"], dtype=np.float32),
+                )
+            else:
+                vectors[name] = as_array(value, name)
+        except (ValueError, TypeError, KeyError) as exc:
+            vectors[name] = value
+            problems.append(
+                str(exc) if isinstance(exc, ValueError) else f"vector {name!r} is malformed"
             )
-        else:
-            vectors[name] = np.asarray(value, dtype=np.float32)
-    return Record(str(line["id"]), vectors, line.get("metadata"), str(line.get("namespace", "")))
+    return Record(
+        str(line["id"]),
+        vectors,
+        line.get("metadata"),
+        str(line.get("namespace", "")),
+        invalid="; ".join(problems) or None,
+    )
 
 
 def _plain(value: Any) -> Any:

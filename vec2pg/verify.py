@@ -288,6 +288,7 @@ def verify(
                 partial(_page_ids, retrier),
                 concurrency=concurrency,
                 retrier=retrier,
+                counts={ns.name: ns.count},
             )
             target.copy_ids(reservoir.passing(ids for _, ids, _ in listed))
             check.source_count = reservoir.seen

@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 from vec2pg import memory
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
@@ -36,6 +37,13 @@ MIN_RECORDS = 20_000
 
 #: Pages decoded between two trims of the process's free memory (:func:`memory.trim`).
 TRIM_EVERY = 10
+
+#: The signals that stop a run: its processes ignore them, as the run stops them itself.
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+_DEFAULTS: dict[int, Any] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+}
 
 _encoder: PageEncoder | None = None
 _decoded = 0
@@ -66,26 +74,26 @@ def start(count: int, encoder: PageEncoder) -> ProcessPoolExecutor:
         initializer=_started,
         initargs=(encoder,),
     )
-    # Each submission starts a process while none is idle. A Ctrl-C while a process
-    # imports, before it can ignore it, would print its traceback and break the pool:
-    # they start with it ignored (a disposition exec keeps), then the parent takes it back.
+    # Each submission starts a process while none is idle. A Ctrl-C (or a SIGTERM sent to
+    # the whole process group, as systemd does) while a process imports, before it can
+    # ignore it, would print its traceback or kill it, and break the pool: they start with
+    # both ignored (a disposition exec keeps), then the parent takes them back.
     main = threading.current_thread() is threading.main_thread()
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOPPING} if main else {}
     try:
         for _ in range(count):
             pool.submit(os.getpid)
     finally:
-        if main:
+        for sig, handler in handlers.items():
             # None: a handler installed outside Python, which Python cannot put back.
-            signal.signal(
-                signal.SIGINT, handler if handler is not None else signal.default_int_handler
-            )
+            signal.signal(sig, handler if handler is not None else _DEFAULTS[sig])
     return pool
 
 
 def _started(encoder: PageEncoder) -> None:
     global _encoder
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in _STOPPING:
+        signal.signal(sig, signal.SIG_IGN)
     _encoder = encoder
     threading.Thread(target=_end_with_parent, name="vec2pg-parent", daemon=True).start()
 

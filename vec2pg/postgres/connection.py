@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from vec2pg.errors import TargetError, TargetUnavailable
+from vec2pg.errors import LockTimeout, TargetError, TargetUnavailable
 from vec2pg.masking import mask_dsn
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ SESSION_OPTIONS = (
 )
 #: Seconds to wait for a connection to be established.
 CONNECT_TIMEOUT = 15
+#: How often the server checks, during a statement, that vec2pg is still connected.
+CLIENT_CHECK = "5s"
 #: SQLSTATEs of a connection that is gone (besides class 08, connection exceptions):
 #: admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now.
 _CONNECTION_LOST = {"57P01", "57P02", "57P03"}
@@ -39,7 +41,7 @@ def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[An
         # the run's advisory lock, so tomorrow's cron run is not locked out.
         own = conninfo_to_dict(dsn).get("options")
         options = f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             application_name=application_name,
             connect_timeout=CONNECT_TIMEOUT,
@@ -51,6 +53,24 @@ def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[An
         ) from exc
     except psycopg.ProgrammingError as exc:  # a malformed DSN
         raise TargetError(f"invalid PostgreSQL DSN {mask_dsn(dsn)}: {first_line(exc)}") from exc
+    _check_client_connection(conn)
+    return conn
+
+
+def _check_client_connection(conn: Connection[Any]) -> None:
+    """Have the server notice within seconds that vec2pg is gone, even while a statement
+    of its waits for a lock: a run killed then would otherwise keep its advisory lock
+    until the lock it waited for was released, and the next run would be refused for a
+    run that no longer exists (PostgreSQL 14 and later, where the system allows it)."""
+    if conn.info.server_version < 140000:
+        return
+    try:
+        conn.execute(
+            "SELECT set_config('client_connection_check_interval', %s, false)", [CLIENT_CHECK]
+        )
+        conn.commit()
+    except psycopg.Error:  # not on this server's system
+        conn.rollback()
 
 
 def connection_lost(exc: psycopg.Error, conn: Connection[Any] | None = None) -> bool:
@@ -71,6 +91,10 @@ def translate_errors(
     """Turn psycopg's errors into vec2pg's, naming what we were doing."""
     try:
         yield
+    except psycopg.errors.LockNotAvailable as exc:
+        raise LockTimeout(
+            f"gave up waiting for a lock while {doing} (--lock-timeout): {first_line(exc)}"
+        ) from exc
     except psycopg.Error as exc:
         if connection_lost(exc, conn):
             at = f" at {mask_dsn(dsn)}" if dsn else ""

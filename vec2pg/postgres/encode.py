@@ -147,6 +147,8 @@ def row_encoder(
 
     def encode(record: Record) -> tuple[bytes, bool]:
         altered = False
+        if record.invalid is not None:
+            raise InvalidRecord(record.id, record.namespace, record.invalid)
         try:
             row: list[bytes | None] = [_check_text(record.id, "id")]
             if layout.namespaced:

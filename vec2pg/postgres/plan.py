@@ -233,13 +233,20 @@ def table_statements(
     ]
 
 
-def lock_held(layout: TableLayout, holder: tuple[int, Any] | None) -> LockHeld:
+def lock_held(
+    layout: TableLayout, holder: tuple[int, Any] | None, waiting_for: list[str] | None = None
+) -> LockHeld:
+    """The error of a run that finds another one on its target (``waiting_for``: the
+    sessions that one waits for, if it is waiting for a lock)."""
     who = (
         f" (PostgreSQL pid {holder[0]}, connected {holder[1]:%Y-%m-%d %H:%M:%S})" if holder else ""
     )
+    waiting = (
+        f"; it is waiting for a lock that {', '.join(waiting_for)} holds" if waiting_for else ""
+    )
     return LockHeld(
         f"another vec2pg run{who} is writing to {layout.display}; this run stops without "
-        "writing (one run per target at a time)"
+        f"writing (one run per target at a time){waiting}"
     )
 
 

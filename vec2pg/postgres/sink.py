@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,12 +33,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import psycopg
 from psycopg import sql
 
-from vec2pg.errors import ConfigError, InvalidRecord, TargetError
+from vec2pg.errors import (
+    ConfigError,
+    InvalidRecord,
+    LockTimeout,
+    TargetError,
+    TerminateSignal,
+)
 from vec2pg.postgres import catalog
 from vec2pg.postgres.connection import open_connection, translate_errors
 from vec2pg.postgres.encode import COPY_HEADER, COPY_TRAILER, EncodedRows, PageEncoder
 from vec2pg.postgres.index import IndexMethod, build_index, check_indexable
 from vec2pg.postgres.layout import TableLayout, layout_for
+from vec2pg.postgres.locks import LockWatch, describe_sessions, table_holders
 from vec2pg.postgres.plan import (
     Decision,
     decide,
@@ -125,7 +132,10 @@ class PostgresSink:
         sync: SyncOptions | None = None,
         halfvec: bool = False,
         index: IndexMethod | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
+        """``lock_timeout``: seconds a statement may wait for a lock another session holds
+        (None: as long as it takes, as PostgreSQL waits)."""
         if commit_rows < 1:
             raise ConfigError(f"--commit-rows must be at least 1, not {commit_rows}")
         self.dsn = dsn
@@ -135,6 +145,9 @@ class PostgresSink:
         self.table = table
         self.commit_rows = commit_rows
         self.sync = sync or SyncOptions()
+        if lock_timeout is not None and lock_timeout <= 0:
+            raise ConfigError(f"--lock-timeout must be more than 0 seconds, not {lock_timeout}")
+        self.lock_timeout = lock_timeout
         #: The layout of the last run's table (or dry run's).
         self.layout: TableLayout | None = None
         self._conn: Connection[Any] | None = None
@@ -143,7 +156,15 @@ class PostgresSink:
     # -- connection ---------------------------------------------------------------------
 
     def connect(self) -> None:
-        self._conn = open_connection(self.dsn)
+        conn = open_connection(self.dsn)
+        if self.lock_timeout is not None:
+            with self.translate("setting --lock-timeout"):
+                conn.execute(
+                    "SELECT set_config('lock_timeout', %s, false)",
+                    [f"{round(self.lock_timeout * 1000)}ms"],
+                )
+                conn.commit()
+        self._conn = conn
 
     @property
     def conn(self) -> Connection[Any]:
@@ -171,9 +192,30 @@ class PostgresSink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def translate(self, doing: str) -> AbstractContextManager[None]:
-        """psycopg's errors as vec2pg's, naming what the sink was doing."""
-        return translate_errors(self.dsn, doing)
+    @contextmanager
+    def translate(self, doing: str) -> Iterator[None]:
+        """psycopg's errors as vec2pg's, naming what the sink was doing (and, when it gave
+        up waiting for a lock, who held one on the table)."""
+        try:
+            with translate_errors(self.dsn, doing):
+                yield
+        except LockTimeout as exc:
+            conn = self.open_connection
+            holders = []
+            if conn is not None and self.layout is not None:
+                holders = table_holders(conn, self.layout.qualified.as_string(conn))
+            held = f"; held by {', '.join(holders)}" if holders else ""
+            raise LockTimeout(f"{exc}{held}") from exc
+
+    def watch_locks(self, note: Callable[[str], None]) -> LockWatch:
+        """A watch that says (``note``) when the run's session waits for a lock, and for
+        whom (see :mod:`vec2pg.postgres.locks`)."""
+
+        def pid() -> int | None:
+            conn = self.open_connection
+            return conn.info.backend_pid if conn is not None else None
+
+        return LockWatch(self.dsn, pid, note)
 
     # -- planning -----------------------------------------------------------------------
 
@@ -218,9 +260,9 @@ class PostgresSink:
         if self.sync.rejects is not None and self._rejects is None:
             self._rejects = RejectsFile(self.sync.rejects, info)
         with self.translate(f"preparing {layout.display}"):
+            self._lock(layout)
             self._set_up(info, layout, namespaces)
             self._register_types()
-            self._lock(layout)
             conn = self.conn
             state = State(conn, layout.schema, layout.table)
             with conn.transaction():
@@ -230,14 +272,18 @@ class PostgresSink:
                     conn.execute(statement)
                 if decision.resume is not None:
                     run_id, chains = decision.resume.id, state.chains()
+                    before = sum(state.records().values())
                 else:
                     run_id, chains = state.start(decision.mode, decision.described), {}
+                    before = 0
         # --restart discards the progress found at the start, not this run's own after a
         # reconnect.
         self.sync = dataclasses.replace(self.sync, restart=False)
-        return TargetRun(
+        run = TargetRun(
             self, layout, state, decision, run_id, chains, info.complete, namespaces, self._rejects
         )
+        run.committed_before = before
+        return run
 
     def _set_up(self, info: SourceInfo, layout: TableLayout, namespaces: list[str] | None) -> None:
         """Create what the target's database lacks (the extension, the schema, the state
@@ -285,8 +331,14 @@ class PostgresSink:
         if row and row[0]:
             return
         holder = catalog.advisory_lock_holder(conn, key)
+        waiting_for = []
+        if holder is not None:
+            (blocking,) = conn.execute("SELECT pg_blocking_pids(%s)", [holder[0]]).fetchone() or (
+                [],
+            )
+            waiting_for = describe_sessions(conn, list(blocking)) if blocking else []
         conn.commit()
-        raise lock_held(layout, holder)
+        raise lock_held(layout, holder, waiting_for)
 
     def build_indexes(
         self,
@@ -343,6 +395,10 @@ class TargetRun:
         #: for a fresh run, whose chains the pipeline records with :meth:`start_chains`.
         self.chains = chains
         self.phase = Phase.PLANNED
+        #: Rows removed when the key was added, because they repeated another's key.
+        self.duplicates_removed = 0
+        #: Records the interrupted runs it resumes had committed.
+        self.committed_before = 0
         self._sink = sink
         self._state = state
         self._complete = complete
@@ -354,7 +410,7 @@ class TargetRun:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is not None and self.phase is not Phase.FINISHED:
-            self._failed(str(exc) or type(exc).__name__)
+            self._failed(_why(exc))
 
     @property
     def display(self) -> str:
@@ -428,7 +484,7 @@ class TargetRun:
         written = sql.Identifier(layout.schema, table)
         with sink.translate(f"finishing {layout.display}"), conn.transaction():
             if not catalog.has_primary_key(conn, layout.schema, table):
-                conn.execute(sql.SQL("ALTER TABLE {} ADD {}").format(written, key_clause(layout)))
+                self._add_key(written)
                 conn.execute(sql.SQL("ALTER TABLE {} RESET (autovacuum_enabled)").format(written))
             if self.mode == "replace":
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(layout.qualified))
@@ -451,6 +507,28 @@ class TargetRun:
                 conn.execute(sql.SQL("ANALYZE {}").format(layout.qualified))
         self.phase = Phase.FINISHED
         return stale
+
+    def _add_key(self, table: sql.Identifier) -> None:
+        """Give a loaded table its primary key. Should a broken source have sent a record
+        twice before the run caught it going round in circles, the later copy is kept:
+        the key goes on, and the table holds each record once."""
+        conn = self._sink.conn
+        add = sql.SQL("ALTER TABLE {} ADD {}").format(table, key_clause(self.layout))
+        try:
+            with conn.transaction():
+                conn.execute(add)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        key = sql.SQL(", ").join(map(sql.Identifier, self.layout.key))
+        removed = conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() "
+                "OVER (PARTITION BY {} ORDER BY ctid DESC) AS copy FROM {}) AS t WHERE copy > 1)"
+            ).format(table, key, table)
+        ).rowcount
+        self.duplicates_removed += max(0, removed)
+        conn.execute(add)
 
     def _rename_key(self) -> None:
         """Give the swapped-in table's key the name PostgreSQL would have given it."""
@@ -507,6 +585,17 @@ class TargetRun:
             for ns, n in held.items()
             if n > read.get(ns, 0) and (selected is None or ns in selected)
         }
+
+    def committed(self) -> int | None:
+        """Records the run (with its resumed parts) has committed, if PostgreSQL answers
+        (through a connection of its own: the run's may have been lost with a Ctrl-C in
+        the middle of a statement)."""
+        layout = self.layout
+        try:
+            with open_connection(self._sink.dsn) as conn:
+                return sum(State(conn, layout.schema, layout.table).records().values())
+        except (psycopg.Error, TargetError):
+            return None
 
     def _failed(self, error: str) -> None:
         """Note on the run why it stopped (best effort: the connection may be gone)."""
@@ -704,6 +793,15 @@ class Loader:
         self._reset_pending()
         if self._rejects is not None:
             self._rejects.discard()
+
+
+def _why(exc: BaseException) -> str:
+    """Why a run stopped, as the run log keeps it for ``vec2pg status``."""
+    if isinstance(exc, TerminateSignal):
+        return "terminated (SIGTERM)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return str(exc) or type(exc).__name__
 
 
 def target_status(dsn: str, schema: str, table: str) -> dict[str, Any]:

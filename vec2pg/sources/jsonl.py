@@ -36,7 +36,11 @@ class JsonlSource:
             head = self._parse(file.readline(), 1)
             if "vec2pg_rejects" not in head:
                 raise SourceError(f"{self.path}:1: not a vec2pg rejects file (no header line)")
-            fields = fields_from(head)
+            try:
+                fields = fields_from(head)
+            except (ValueError, KeyError, TypeError) as exc:
+                reason = str(exc) if isinstance(exc, ValueError) else f"no {exc} in its fields"
+                raise SourceError(f"{self.path}:1: the header's vectors: {reason}") from None
             self._fields = {f.name: f for f in fields}
             counts: Counter[str] = Counter()
             for number, line in enumerate(file, start=2):

@@ -19,6 +19,7 @@ The default namespace is stored as ``__default__``, whichever spelling (``__defa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -259,16 +260,23 @@ class PineconeSource:
         if token is not None:
             params["paginationToken"] = token
         doing = f"listing ids of namespace {namespace!r}"
-        content = self._get("/vectors/list", params, doing, listing=True)
+        response = self._get("/vectors/list", params, doing, listing=True)
+        content: bytes = response.data
         try:
             answer = orjson.loads(content)
             ids = [str(v["id"]) for v in answer.get("vectors") or ()]
             following = (answer.get("pagination") or {}).get("next")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # A pod-based index answers list with a text that is not a list page.
-            raise SourceUnsupported(
-                f"Pinecone index {self.index_name!r} cannot list ids (is it pod-based?): "
-                f"{POD_EXPLANATION}"
+            text = content.decode("utf-8", "replace").strip()
+            if "json" not in response.headers.get("content-type", "") and "pod" in text.lower():
+                # A pod-based index answers list with a text that says so, not a list page.
+                raise SourceUnsupported(
+                    f"Pinecone index {self.index_name!r} cannot list ids (it answered "
+                    f"{text[:120]!r}): {POD_EXPLANATION}"
+                ) from exc
+            raise SourceUnavailable(  # cut short on its way: worth asking again
+                f"Pinecone index {self.index_name!r} sent a list answer that does not parse "
+                f"while {doing} ({type(exc).__name__}: {exc}; {len(content):,} bytes)"
             ) from exc
         return ids, str(following) if following else None
 
@@ -283,11 +291,11 @@ class PineconeSource:
             return Raw(b'{"vectors": {}}', decode)
         params: list[tuple[str, str]] = [("ids", i) for i in ids]
         params.append(("namespace", self._api_namespaces.get(namespace, namespace)))
-        content = self._get("/vectors/fetch", params, _fetching(namespace))
+        content: bytes = self._get("/vectors/fetch", params, _fetching(namespace)).data
         return Raw(content, decode)
 
-    def _get(self, path: str, params: Any, doing: str, *, listing: bool = False) -> bytes:
-        """The body of a successful GET of the data plane; errors as vec2pg's."""
+    def _get(self, path: str, params: Any, doing: str, *, listing: bool = False) -> Any:
+        """The answer (status 200) to a GET of the data plane; errors as vec2pg's."""
         import urllib3
 
         assert self._http is not None, "describe() first"
@@ -300,8 +308,7 @@ class PineconeSource:
             ) from exc
         if response.status != 200:
             raise self._http_error(response, doing, listing=listing)
-        content: bytes = response.data
-        return content
+        return response
 
     def _http_error(self, response: Any, doing: str, *, listing: bool = False) -> SourceError:
         import orjson
@@ -455,14 +462,24 @@ def _fetching(namespace: str) -> str:
 
 def decode_fetch(index: str, namespace: str, ids: list[str], content: bytes) -> list[Record]:
     """The records of index ``index``'s fetch answer ``content`` for ``ids`` of
-    ``namespace`` (:class:`~vec2pg.sources.base.Raw`'s decode: it may run in any process)."""
+    ``namespace`` (:class:`~vec2pg.sources.base.Raw`'s decode: it may run in any process).
+
+    An answer that does not parse was cut short on its way (a dropped connection, a proxy):
+    a transient failure, and the page is fetched again.
+    """
     try:
         return _decode_fetch(namespace, content, ids)
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise SourceError(
-            f"Pinecone index {index!r} sent an answer vec2pg cannot read while "
-            f"{_fetching(namespace)}: {exc}"
+        raise SourceUnavailable(
+            f"Pinecone index {index!r} sent an answer that does not parse while "
+            f"{_fetching(namespace)} ({exc}; {len(content):,} bytes)"
         ) from exc
+
+
+#: simdjson's errors for JSON that is valid but beyond it: a string that is not Unicode (a
+#: lone surrogate) or an integer beyond 64 bits. Python's json reads those, and the sink
+#: rejects the one record PostgreSQL cannot hold, with its id, instead of the whole page.
+_BEYOND_SIMDJSON = ("STRING_ERROR", "BIGINT_ERROR", "UTF8_ERROR", "NUMBER_ERROR")
 
 
 def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record]:
@@ -478,13 +495,42 @@ def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
     try:
-        answer = parser.parse(content)
-    except RuntimeError:
-        # Objects of the parser's last document are still referenced (by the traceback
-        # of an answer that failed to decode): a new parser.
-        parser = _parsers.parser = simdjson.Parser()
-        answer = parser.parse(content)
+        try:
+            answer = parser.parse(content)
+        except RuntimeError as exc:
+            if str(exc).startswith(_BEYOND_SIMDJSON):
+                raise
+            # Objects of the parser's last document are still referenced (by the traceback
+            # of an answer that failed to decode): a new parser.
+            parser = _parsers.parser = simdjson.Parser()
+            answer = parser.parse(content)
+    except (ValueError, RuntimeError) as exc:
+        if not str(exc).startswith(_BEYOND_SIMDJSON):
+            raise
+        return _plain_records(namespace, json.loads(content), ids)
     return _records(namespace, answer, ids)
+
+
+def _plain_records(namespace: str, answer: dict[str, Any], ids: list[str]) -> list[Record]:
+    """The records of a fetch answer that Python's json read (see :func:`_decode_fetch`)."""
+    vectors = answer.get("vectors") or {}
+    records = []
+    with np.errstate(over="ignore"):
+        for rid in ids:
+            vector = vectors.get(rid)
+            if vector is None:
+                continue
+            fields: dict[str, Vector | None] = {}
+            if vector.get("values"):
+                fields[""] = np.asarray(vector["values"], dtype=np.float32)
+            sparse = vector.get("sparseValues")
+            if sparse is not None and sparse.get("indices"):
+                fields["sparse_embedding"] = SparseVector(
+                    np.asarray(sparse["indices"], dtype=np.int64),
+                    np.asarray(sparse.get("values") or [], dtype=np.float32),
+                )
+            records.append(Record(rid, fields, vector.get("metadata"), namespace))
+    return records
 
 
 def _records(namespace: str, answer: Any, ids: list[str]) -> list[Record]:

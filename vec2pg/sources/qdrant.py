@@ -37,6 +37,7 @@ from vec2pg.records import (
     Vector,
     VectorField,
     VectorKind,
+    as_array,
 )
 from vec2pg.sources.base import WHOLE, Call, Page
 from vec2pg.sources.http import retry_after, status_error
@@ -241,9 +242,21 @@ def _dense_field(name: str, params: models.VectorParams) -> VectorField:
 
 
 def _records(points: list[models.Record]) -> list[Record]:
-    return [
-        Record(id=_point_id(p.id), vectors=_vectors(p.vector), metadata=p.payload) for p in points
-    ]
+    records = []
+    for point in points:
+        vector = point.vector
+        named = vector if isinstance(vector, dict) else {} if vector is None else {"": vector}
+        vectors: dict[str, Any] = {}
+        problems = []
+        for name, value in named.items():
+            try:
+                vectors[name] = _vector(name, value)
+            except ValueError as exc:  # rejected with its reason, as the sink rejects records
+                vectors[name] = value
+                problems.append(str(exc))
+        invalid = "; ".join(problems) or None
+        records.append(Record(_point_id(point.id), vectors, point.payload, invalid=invalid))
+    return records
 
 
 def _point_id(point_id: int | str | uuid.UUID) -> str:
@@ -265,21 +278,13 @@ def _next_cursor(next_offset: Any) -> Cursor:
     return next_offset if isinstance(next_offset, int) else str(next_offset)
 
 
-def _vectors(vector: Any) -> dict[str, Vector | None]:
-    if vector is None:
-        return {}
-    if isinstance(vector, dict):
-        return {name: _vector(value) for name, value in vector.items()}
-    return {"": _vector(vector)}
-
-
-def _vector(value: Any) -> Vector:
+def _vector(name: str, value: Any) -> Vector:
     if hasattr(value, "indices"):  # models.SparseVector
         return SparseVector(
             np.asarray(value.indices, dtype=np.int64), np.asarray(value.values, dtype=np.float32)
         )
     # A list of floats (dense) or a list of lists (multivector) becomes a 1-D or 2-D array.
-    return np.asarray(value, dtype=np.float32)
+    return as_array(value, name)
 
 
 def _error_detail(content: bytes | None) -> str:
