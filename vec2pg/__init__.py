@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "2026.12.0"
 
 from vec2pg.errors import ExitCode, InvalidRecord, Vec2pgError
-from vec2pg.records import Record, SourceInfo, SparseVector, VectorField
 
 if TYPE_CHECKING:
     from vec2pg.pipeline import Options, Summary, migrate
     from vec2pg.postgres.sink import PostgresSink
+    from vec2pg.records import Record, SourceInfo, SparseVector, VectorField
     from vec2pg.sources.base import Page, Source
 
 __all__ = [
@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Record": "vec2pg.records",
+    "SourceInfo": "vec2pg.records",
+    "SparseVector": "vec2pg.records",
+    "VectorField": "vec2pg.records",
     "Options": "vec2pg.pipeline",
     "Summary": "vec2pg.pipeline",
     "migrate": "vec2pg.pipeline",
@@ -51,7 +55,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # psycopg and the pipeline load on first use, so that `vec2pg --help` stays fast.
+    # numpy, psycopg and the pipeline load on first use, so that `vec2pg --help` stays fast.
     if name in _LAZY:
         import importlib
 

@@ -18,8 +18,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -30,8 +30,8 @@ from typer.core import TyperCommand
 
 from vec2pg import __version__
 from vec2pg.errors import ConfigError, ExitCode, TerminateSignal, Vec2pgError
-from vec2pg.sources import Option, SourceSpec, registry
-from vec2pg.sources.base import MAX_CONCURRENCY
+from vec2pg.masking import mask_dsn
+from vec2pg.sources import MAX_CONCURRENCY, Option, SourceSpec, registry
 
 app = typer.Typer(
     name="vec2pg",
@@ -490,6 +490,26 @@ def _events(quiet: bool) -> Any:
     return RichEvents() if sys.stderr.isatty() else PlainEvents()
 
 
+def _open(spec: SourceSpec, values: dict[str, Any], events: Any) -> Any:
+    """The source of a command, saying so when opening it takes a while (a large local
+    storage loads every point first)."""
+    argument = values[spec.argument.name]
+    with _slow(events, f"opening {spec.name} {argument!r}"):
+        return spec.open(argument, _source_options(spec, values))
+
+
+@contextmanager
+def _slow(events: Any, doing: str, after: float = 1.0) -> Iterator[None]:
+    """Say ``doing...`` (once) if it has not finished after ``after`` seconds."""
+    timer = threading.Timer(after, events.note, [f"{doing}..."])
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def _target(values: dict[str, Any]) -> str:
     from vec2pg.postgres.target import dsn_password, resolve_dsn
 
@@ -526,21 +546,21 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
     events = _events(values["quiet"] or as_json or dry_run)
     with ExitStack() as stack:
         stack.callback(events.stop)
-        source = stack.enter_context(
-            closing(spec.open(values[spec.argument.name], _source_options(spec, values)))
-        )
-        sink = stack.enter_context(
-            PostgresSink(
-                dsn,
-                schema=values["schema"],
-                table=values["table"],
-                commit_rows=values["commit_rows"],
-                sync=sync,
-                halfvec=values["halfvec"],
-                index=values["index_method"],
-                lock_timeout=values["lock_timeout"],
+        # The target first: a wrong password is said at once, not after a slow source opens.
+        with _slow(events, f"connecting to PostgreSQL at {mask_dsn(dsn)}"):
+            sink = stack.enter_context(
+                PostgresSink(
+                    dsn,
+                    schema=values["schema"],
+                    table=values["table"],
+                    commit_rows=values["commit_rows"],
+                    sync=sync,
+                    halfvec=values["halfvec"],
+                    index=values["index_method"],
+                    lock_timeout=values["lock_timeout"],
+                )
             )
-        )
+        source = stack.enter_context(closing(_open(spec, values, events)))
         if dry_run:
             report = plan(source, sink, options)
             typer.echo(json.dumps(report) if as_json else plan_text(report))
@@ -586,13 +606,16 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
 def _verify_only(spec: SourceSpec, values: dict[str, Any]) -> int:
     """Compare a source with its table (``vec2pg verify <source>``); return the exit code."""
     from vec2pg.pipeline import RetryPolicy
+    from vec2pg.postgres.connection import check_target
     from vec2pg.sources.base import VerifiableSource
     from vec2pg.verify import verify
 
     dsn = _target(values)
     as_json = values["json_output"]
     events = _events(values["quiet"] or as_json)
-    with closing(spec.open(values[spec.argument.name], _source_options(spec, values))) as source:
+    with _slow(events, f"connecting to PostgreSQL at {mask_dsn(dsn)}"):
+        check_target(dsn)  # before a slow source: a wrong password is said at once
+    with closing(_open(spec, values, events)) as source:
         report = verify(
             cast(VerifiableSource, source),
             dsn,

@@ -83,6 +83,11 @@ class SourceUnavailable(Transient, SourceError):
         self.retry_after = retry_after
 
 
+class SourceUnreachable(SourceUnavailable):
+    """The source's address refused the connection, or its name does not resolve: worth
+    retrying during a run (a restart, a failover), not for long at its start."""
+
+
 class RateLimited(SourceUnavailable):
     """HTTP 429: back off (honouring Retry-After), slow down, and go on."""
 

@@ -234,7 +234,7 @@ class _Migration:
         self.source, self.sink, self.options, self.events = source, sink, options, events
         self.started = time.monotonic()
         self.retrier = Retrier(options.retry, events, options.concurrency)
-        self.info = info = self.retrier.call(source.describe)
+        self.info = info = self.retrier.starting(source.describe)
         self.namespaces = select_namespaces(info, options.namespaces)
         #: The run's restriction (None: every namespace); it bounds --prune.
         self.restricted = [ns.name for ns in self.namespaces] if options.namespaces else None
@@ -408,7 +408,7 @@ def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> 
     """
     options = options or Options()
     retrier = Retrier(options.retry, NoEvents(), options.concurrency)
-    info = retrier.call(source.describe)
+    info = retrier.starting(source.describe)
     namespaces = select_namespaces(info, options.namespaces)
     restricted = [ns.name for ns in namespaces] if options.namespaces else None
     return {

@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from vec2pg.errors import ConfigError, RateLimited, SourceError, Transient
+from vec2pg.errors import ConfigError, RateLimited, SourceError, SourceUnreachable, Transient
 from vec2pg.records import Cursor, Namespace, SourceInfo
 from vec2pg.sources.base import MAX_CONCURRENCY, Page
 
@@ -160,15 +160,26 @@ class Retrier:
         """A ``call`` with its own throttle of ``limit`` requests in flight."""
         return partial(self._call, Throttle(limit))
 
+    def starting(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` as :meth:`call`, but an unreachable source (a refused connection,
+        a name that does not resolve) is tried only :data:`STARTING_ATTEMPTS` times: at
+        the start of a run it is a wrong address far more often than an outage."""
+        return self._call(self.throttle, fn, *args, starting=True)
+
     def retried(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` retried as :meth:`call` retries, but not throttled: ``fn`` holds
         :attr:`throttle` itself for its requests, and not for its other work."""
         return self._call(None, fn, *args)
 
-    def _call(self, throttle: Throttle | None, fn: Callable[..., T], *args: Any) -> T:
+    def _call(
+        self, throttle: Throttle | None, fn: Callable[..., T], *args: Any, starting: bool = False
+    ) -> T:
+        stop = self._policy.stopper()
+        if starting:
+            stop = _or_unreachable(stop)
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
-            stop=self._policy.stopper(),
+            stop=stop,
             wait=self._policy.wait,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -191,6 +202,20 @@ class Retrier:
         wait = state.next_action.sleep if state.next_action else 0.0
         if self._events is not None:
             self._events.retrying(str(exc), state.attempt_number, wait)
+
+
+#: Tries of a source that is unreachable at the start of a run (:meth:`Retrier.starting`).
+STARTING_ATTEMPTS = 2
+
+
+def _or_unreachable(stop: Callable[[RetryCallState], bool]) -> Callable[[RetryCallState], bool]:
+    def stopping(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, SourceUnreachable) and state.attempt_number >= STARTING_ATTEMPTS:
+            return True
+        return stop(state)
+
+    return stopping
 
 
 def _short(cursor: Cursor) -> str:

@@ -7,7 +7,10 @@ numpy arrays:
 * a dense vector is a 1-D ``float32`` array,
 * a multivector (Qdrant's ColBERT-style late-interaction vectors) is a 2-D ``float32``
   array of shape ``(n, dim)``,
-* a sparse vector is a :class:`SparseVector` with 0-based indices.
+* a sparse vector is a :class:`SparseVector` with 0-based indices,
+* a binary vector of ``dim`` bits is a 1-D ``uint8`` array of ``ceil(dim / 8)`` bytes, the
+  bits packed first bit first (the most significant bit of the first byte), as pgvector's
+  ``bit``, Milvus's binary vectors and Elasticsearch's ``bit`` vectors hold them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class VectorKind(str, Enum):
     DENSE = "dense"
     SPARSE = "sparse"
     MULTI = "multivector"
+    BINARY = "binary"  # bits: a bit(dim) column
 
 
 class Metric(str, Enum):
@@ -53,6 +57,8 @@ class Metric(str, Enum):
     DOT = "dotproduct"
     EUCLIDEAN = "euclidean"
     MANHATTAN = "manhattan"
+    HAMMING = "hamming"  # binary vectors
+    JACCARD = "jaccard"  # binary vectors
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +66,27 @@ class VectorField:
     """One vector of every record: a column in the target table.
 
     ``name`` is the key in :attr:`Record.vectors`; ``""`` is the source's unnamed (default)
-    vector. ``dim`` is ``None`` for sparse vectors, whose dimension is the sink's.
+    vector. ``dim`` is ``None`` for sparse vectors, whose dimension is the sink's, and the
+    number of bits for binary ones. ``half``: the source holds the values in 16 bits
+    (float16, bfloat16), so the column is ``halfvec`` without ``--halfvec``.
     """
 
     name: str
     kind: VectorKind
     dim: int | None
     metric: Metric | None
+    half: bool = False
 
-    def as_dict(self) -> dict[str, str | int | None]:
-        return {
+    def as_dict(self) -> dict[str, str | int | bool | None]:
+        described: dict[str, str | int | bool | None] = {
             "name": self.name,
             "kind": self.kind.value,
             "dim": self.dim,
             "metric": self.metric.value if self.metric else None,
         }
+        if self.half:
+            described["half"] = True
+        return described
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,7 @@ def fields_from(head: dict[str, Any]) -> tuple[VectorField, ...]:
                 VectorKind(f["kind"]),
                 f["dim"],
                 Metric(f["metric"]) if f.get("metric") else None,
+                bool(f.get("half", False)),
             )
         )
     return tuple(fields)
@@ -176,6 +177,8 @@ def record_from(line: dict[str, Any], fields: dict[str, VectorField]) -> Record:
                     np.asarray(value["indices"], dtype=np.int64),
                     np.asarray(value["values"], dtype=np.float32),
                 )
+            elif field is not None and field.kind is VectorKind.BINARY:
+                vectors[name] = np.asarray(value, dtype=np.uint8)
             else:
                 vectors[name] = as_array(value, name)
         except (ValueError, TypeError, KeyError) as exc:

@@ -267,7 +267,7 @@ def verify(
         raise ConfigError(f"--concurrency must be at least 1, not {concurrency}")
     started = time.monotonic()
     retrier = Retrier(retry or RetryPolicy(), events, concurrency)
-    info = retrier.call(source.describe)
+    info = retrier.starting(source.describe)
     selected = select_namespaces(info, namespaces)
     layout = layout_for(info, schema, table)
     report = VerifyReport(info.kind, info.collection, layout.display, info.namespaced)
@@ -424,6 +424,8 @@ def _vector_difference(source: Any, stored: Any, column: StoredColumn) -> str | 
     field_ = column.vector.field
     if field_.kind is VectorKind.SPARSE:
         return _sparse_difference(source, stored)
+    if field_.kind is VectorKind.BINARY:
+        return _bits_difference(np.asarray(source, dtype=np.uint8), stored, int(field_.dim or 0))
     cosine = field_.metric is Metric.COSINE
     if field_.kind is VectorKind.DENSE:
         return _dense_difference(np.asarray(source), _array(stored), column.half, cosine)
@@ -485,6 +487,22 @@ def _sparse_difference(source: SparseVector, stored: Any) -> str | None:
         f"{differ.size} of {values.size} values differ; at index {int(indices[first])}: "
         f"source {float(values[first]):.9g}, table {float(got_values[first]):.9g}"
     )
+
+
+def _bits_difference(source: np.ndarray, stored: Any, bits: int) -> str | None:
+    """Why a stored bit string (binary: int32 length, then the bits) differs, or None."""
+    if isinstance(stored, str):
+        held = np.packbits(np.frombuffer(stored.encode(), dtype=np.uint8) - ord("0"))
+    else:
+        held = np.frombuffer(bytes(stored)[4:], dtype=np.uint8)
+    want = np.unpackbits(source)[:bits]
+    got = np.unpackbits(held)[:bits]
+    if want.shape == got.shape and np.array_equal(want, got):
+        return None
+    if want.shape != got.shape:
+        return f"the source has {want.size} bits, the table {got.size}"
+    differ = np.flatnonzero(want != got)
+    return f"{differ.size} of {bits} bits differ; the first at bit {int(differ[0])}"
 
 
 def _array(value: Any) -> np.ndarray:

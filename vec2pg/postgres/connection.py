@@ -73,6 +73,11 @@ def _check_client_connection(conn: Connection[Any]) -> None:
         conn.rollback()
 
 
+def check_target(dsn: str) -> None:
+    """Connect to ``dsn`` and leave: a wrong address or password is said at once."""
+    open_connection(dsn).close()
+
+
 def connection_lost(exc: psycopg.Error, conn: Connection[Any] | None = None) -> bool:
     """Whether ``exc`` means the connection is gone (not a statement that failed on it: a
     cancelled statement or a full disk leave the connection usable)."""

@@ -272,15 +272,15 @@ def _vector_check(column: VectorColumn, type_oids: Mapping[str, int]) -> Callabl
     # pgvector's binary vector and halfvec: int16 dim, int16 unused, then big-endian
     # float4 or float2 values.
     header = struct.pack(">HH", field.dim or 0, 0)
-    wire = ">f2" if column.halfvec else ">f4"
+    wire = ">f2" if column.half else ">f4"
     element_size = _LENGTH.pack(len(header) + (field.dim or 0) * np.dtype(wire).itemsize)
 
     def dense(value: np.ndarray) -> bytes:
         if value.ndim != 1 or value.shape[0] != field.dim:
             raise ValueError(f"{label} has {_shape(value)} values; the index has {field.dim}")
         _check_finite(value, label)
-        if column.halfvec:
-            _check_half(value, label)
+        if column.half:
+            _check_half(value, label, column.halfvec)
         return header + value.astype(wire).tobytes()
 
     def multi(value: np.ndarray) -> bytes:
@@ -290,8 +290,8 @@ def _vector_check(column: VectorColumn, type_oids: Mapping[str, int]) -> Callabl
                 f"each must have {field.dim} values"
             )
         _check_finite(value, label)
-        if column.halfvec:
-            _check_half(value, label)
+        if column.half:
+            _check_half(value, label, column.halfvec)
         # An array of vector or halfvec, each element as `dense` makes it.
         parts = [_ARRAY_HEADER.pack(1, 0, type_oids[column.storage], len(value), 1)]
         for element in value.astype(wire):
@@ -330,10 +330,24 @@ def _vector_check(column: VectorColumn, type_oids: Mapping[str, int]) -> Callabl
             + values.astype(">f4").tobytes()
         )
 
+    bits = int(field.dim or 0)
+    bit_header = _LENGTH.pack(bits)
+    packed = (bits + 7) // 8
+
+    def binary(value: np.ndarray) -> bytes:
+        # PostgreSQL's binary bit: int32 length in bits, then the bits, first bit first.
+        if value.dtype != np.uint8 or value.ndim != 1 or value.shape[0] != packed:
+            raise ValueError(
+                f"{label} is {value.size} {value.dtype} values; a binary vector of {bits} bits "
+                f"is {packed} bytes"
+            )
+        return bit_header + value.tobytes()
+
     checks: dict[VectorKind, Callable[[Any], bytes]] = {
         VectorKind.DENSE: dense,
         VectorKind.MULTI: multi,
         VectorKind.SPARSE: sparse,
+        VectorKind.BINARY: binary,
     }
     check = checks[field.kind]
     expected = SparseVector if field.kind is VectorKind.SPARSE else np.ndarray
@@ -358,14 +372,14 @@ def _check_finite(values: np.ndarray, label: str) -> None:
         raise ValueError(f"{label} contains {bad}; PostgreSQL vectors hold only finite numbers")
 
 
-def _check_half(values: np.ndarray, label: str) -> None:
+def _check_half(values: np.ndarray, label: str, asked: bool) -> None:
     # Checked before converting: beyond it float16 is infinity, which halfvec refuses for
     # the whole COPY without naming the record.
     if values.size and np.abs(values).max() >= HALFVEC_OVERFLOW:
         bad = values.flat[int(np.abs(values).argmax())]
+        why = "store it without --halfvec" if asked else "a 16-bit source vector is stored as one"
         raise ValueError(
-            f"{label} contains {bad}, beyond halfvec's range (+-{MAX_HALFVEC_VALUE:,.0f}): "
-            "store it without --halfvec"
+            f"{label} contains {bad}, beyond halfvec's range (+-{MAX_HALFVEC_VALUE:,.0f}): {why}"
         )
 
 

@@ -56,8 +56,8 @@ NoteCallback = Callable[[str], None]
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 #: pgvector's ceilings for an indexed value: HNSW_MAX_DIM and IVFFLAT_MAX_DIM (vector),
-#: twice that for halfvec, and HNSW_MAX_NNZ non-zeros for sparsevec.
-MAX_INDEX_DIM = {"vector": 2_000, "halfvec": 4_000}
+#: twice that for halfvec, 64,000 bits for bit, and HNSW_MAX_NNZ non-zeros for sparsevec.
+MAX_INDEX_DIM = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
 MAX_INDEX_NNZ = 1_000
 #: IVFFLAT_MAX_LISTS.
 MAX_LISTS = 32_768
@@ -101,8 +101,12 @@ _OPS = {
     Metric.DOT: "ip_ops",
     Metric.EUCLIDEAN: "l2_ops",
     Metric.MANHATTAN: "l1_ops",
+    Metric.HAMMING: "hamming_ops",
+    Metric.JACCARD: "jaccard_ops",
 }
-_TYPE = re.compile(r"^(vector|halfvec|sparsevec)\((\d+)\)(\[\])?$")
+#: The metrics of binary vectors (bit_hamming_ops, bit_jaccard_ops): a float vector has none.
+_BIT_METRICS = {Metric.HAMMING, Metric.JACCARD}
+_TYPE = re.compile(r"^(vector|halfvec|sparsevec|bit)\((\d+)\)(\[\])?$")
 
 
 class NotIndexable(ConfigError):
@@ -253,6 +257,13 @@ def _why_not(column: _Column, method: IndexMethod) -> str | None:
         return "ivfflat cannot index sparsevec; use --index hnsw"
     if method == "ivfflat" and column.metric is Metric.MANHATTAN:
         return "ivfflat has no manhattan (L1) operator class; use --index hnsw"
+    metric = column.metric.value
+    if column.storage == "bit" and column.metric not in _BIT_METRICS:
+        return f"pgvector indexes bit columns by hamming or jaccard distance, not {metric}"
+    if column.storage != "bit" and column.metric in _BIT_METRICS:
+        return f"pgvector has no {metric} distance for {column.storage} columns"
+    if method == "ivfflat" and column.metric is Metric.JACCARD:
+        return "ivfflat has no jaccard operator class; use --index hnsw"
     return None
 
 
@@ -343,8 +354,11 @@ def _work_mem_needed(column: _Column, method: IndexMethod, rows: int) -> int:
     stored out of line (TOAST, from about 500 dimensions on) as its pointer's, some 18
     bytes, and a build sized by them spilled to disk (30,000 x 768: 236 s against 85 s).
     """
-    element = 2 if column.storage == "halfvec" else 4
-    value = 8 + element * column.dim  # varlena header + elements
+    if column.storage == "bit":
+        value = 8 + (column.dim + 7) // 8  # varlena header, bit length, the bits
+    else:
+        element = 2 if column.storage == "halfvec" else 4
+        value = 8 + element * column.dim  # varlena header + elements
     if method == "hnsw":
         return rows * (value + HNSW_TUPLE_OVERHEAD)
     lists = ivfflat_lists(rows)

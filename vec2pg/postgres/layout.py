@@ -7,13 +7,15 @@
 * one column per vector field: the unnamed/default dense vector is ``embedding``, a named
   one keeps its name (``<name>_vector`` where that collides with a fixed column);
   dense vectors are ``vector(dim)``, sparse ones ``sparsevec(1000000000)``, multivectors
-  ``vector(dim)[]`` (one array element per sub-vector, in order);
+  ``vector(dim)[]`` (one array element per sub-vector, in order), binary ones ``bit(dim)``;
 * ``metadata jsonb``.
 
 With ``halfvec=True`` (``--halfvec``) dense vectors and multivectors' elements are
 ``halfvec(dim)`` instead: IEEE float16, half the space, and indexable up to 4,000
 dimensions instead of 2,000, for about three significant digits (values beyond +-65,504
 do not fit at all). Sparse vectors stay ``sparsevec``: pgvector has no half-precision one.
+A source that holds 16-bit values itself (Milvus's float16 and bfloat16 vectors, LanceDB's
+float16 columns) gets ``halfvec`` columns for them without ``--halfvec``.
 
 Each vector column's comment records its source name, kind, metric and storage type as
 JSON, so that an index can later be built with the matching operator class.
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 MAX_IDENTIFIER_BYTES = 63
 #: pgvector's ceiling for ``vector(n)`` and ``halfvec(n)`` (VECTOR_MAX_DIM, HALFVEC_MAX_DIM).
 MAX_VECTOR_DIM = 16_000
+#: PostgreSQL's ceiling for ``bit(n)`` (MaxAttrSize in bits: 10,485,760 bytes of bits).
+MAX_BIT_DIM = 83_886_080
 #: The largest finite float16 (what ``halfvec`` stores). float32 values of magnitude below
 #: 65,520 round to at most this; from 65,520 on they become infinity, which pgvector
 #: refuses ("infinite value not allowed in halfvec").
@@ -58,17 +62,26 @@ class VectorColumn:
     halfvec: bool = False
 
     @property
+    def half(self) -> bool:
+        """Whether dense values are stored as float16: asked for, or the source's own."""
+        return self.halfvec or self.field.half
+
+    @property
     def storage(self) -> str:
-        """pgvector's element type: ``vector``, ``halfvec`` or ``sparsevec``."""
+        """The element type: ``vector``, ``halfvec``, ``sparsevec`` or ``bit``."""
         if self.field.kind is VectorKind.SPARSE:
             return "sparsevec"
-        return "halfvec" if self.halfvec else "vector"
+        if self.field.kind is VectorKind.BINARY:
+            return "bit"
+        return "halfvec" if self.half else "vector"
 
     @property
     def sql_type(self) -> str:
         """The column's type, spelled as PostgreSQL's format_type() spells it."""
         if self.field.kind is VectorKind.SPARSE:
             return f"sparsevec({SPARSE_DIM})"
+        if self.field.kind is VectorKind.BINARY:
+            return f"bit({int(self.field.dim or 0)})"
         dense = f"{self.storage}({int(self.field.dim or 0)})"
         return dense if self.field.kind is VectorKind.DENSE else f"{dense}[]"
 
@@ -135,10 +148,11 @@ def layout_for(
     for field in info.fields:
         if field.kind is not VectorKind.SPARSE and (field.dim is None or field.dim < 1):
             raise ConfigError(f"vector {field.name!r} has no usable dimension ({field.dim})")
-        if field.kind is not VectorKind.SPARSE and field.dim and field.dim > MAX_VECTOR_DIM:
+        limit = MAX_BIT_DIM if field.kind is VectorKind.BINARY else MAX_VECTOR_DIM
+        if field.kind is not VectorKind.SPARSE and field.dim and field.dim > limit:
             raise ConfigError(
                 f"vector {field.name or '(default)'!r} has {field.dim} dimensions; "
-                f"pgvector stores at most {MAX_VECTOR_DIM}"
+                f"pgvector stores at most {limit}"
             )
         name = field.name or "embedding"
         if name in FIXED_COLUMNS:

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 #: The entry-point group through which other packages add sources.
 ENTRY_POINT_GROUP = "vec2pg.sources"
+#: The most pages a run reads at once (``--concurrency``): sources size their connection
+#: pools by it.
+MAX_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)

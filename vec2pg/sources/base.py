@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vec2pg.records import Cursor, Record, SourceInfo
+from vec2pg.sources import MAX_CONCURRENCY
+
+__all__ = ["FETCH_MAX_IDS", "MAX_CONCURRENCY", "WHOLE", "Call", "Page", "Raw", "Source"]
 
 #: The partition that covers a whole namespace by itself.
 WHOLE = ""
@@ -36,9 +39,6 @@ WHOLE = ""
 #: ``fn(*args)`` retried on transient failures and throttled on rate limits (the
 #: pipeline's caller), so that one refused probe does not fail or restart the split.
 Call = Callable[..., Any]
-#: The most pages a run reads at once (``--concurrency``): sources size their connection
-#: pools by it.
-MAX_CONCURRENCY = 64
 #: The most ids :meth:`VerifiableSource.fetch` is asked for at once: a Pinecone list page.
 #: Pinecone's fetch names its ids in the URL, and 100 ids of up to 512 bytes stay well
 #: below the 64 kB or so that HTTP servers and proxies accept in a request line.

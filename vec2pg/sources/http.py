@@ -9,6 +9,7 @@ same way: a refused credential or a missing collection stops the run; 429 is rat
 from __future__ import annotations
 
 import email.utils
+import socket
 import time
 
 from vec2pg.errors import (
@@ -50,6 +51,29 @@ def status_error(
     if status >= 500 or status == 408:
         return SourceUnavailable(f"{where} answered HTTP {status}{during}: {detail}", retry_after)
     return SourceError(f"{where} answered HTTP {status}{during}: {detail}")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (an HTTP library's error, with its causes) is a refused connection
+    or a name that does not resolve, rather than a timeout or a dropped connection."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        text = str(error)
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return True
+        stack += [e for e in (error.__cause__, error.__context__) if e is not None]
+        stack += [a for a in getattr(error, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(error, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return False
 
 
 def retry_after(value: str | None) -> float | None:

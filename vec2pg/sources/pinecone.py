@@ -37,6 +37,7 @@ from vec2pg.errors import (
     ConfigError,
     SourceError,
     SourceUnavailable,
+    SourceUnreachable,
     SourceUnsupported,
 )
 from vec2pg.records import (
@@ -52,7 +53,7 @@ from vec2pg.records import (
 )
 from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
 from vec2pg.sources.http import retry_after as parse_retry_after
-from vec2pg.sources.http import status_error
+from vec2pg.sources.http import status_error, unreachable
 
 if TYPE_CHECKING:
     from pinecone import Pinecone
@@ -302,7 +303,8 @@ class PineconeSource:
         try:
             response = self._http.get(path, params)
         except urllib3.exceptions.HTTPError as exc:  # timeouts, refused and dropped connections
-            raise SourceUnavailable(
+            error = SourceUnreachable if unreachable(exc) else SourceUnavailable
+            raise error(
                 f"Pinecone index {self.index_name!r} did not answer while {doing}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc

@@ -25,6 +25,7 @@ from vec2pg.errors import (
     SourceError,
     SourceNotFound,
     SourceUnavailable,
+    SourceUnreachable,
 )
 from vec2pg.masking import mask_dsn
 from vec2pg.records import (
@@ -40,7 +41,7 @@ from vec2pg.records import (
     as_array,
 )
 from vec2pg.sources.base import WHOLE, Call, Page
-from vec2pg.sources.http import retry_after, status_error
+from vec2pg.sources.http import retry_after, status_error, unreachable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -217,11 +218,13 @@ class QdrantSource:
         except UnexpectedResponse as exc:
             raise self._http_error(exc) from exc
         except ResponseHandlingException as exc:  # timeouts, refused connections, bad bodies
-            raise SourceUnavailable(
+            error = SourceUnreachable if unreachable(exc) else SourceUnavailable
+            raise error(
                 f"Qdrant at {self.location} did not answer: {_describe(exc.source)}"
             ) from exc
         except OSError as exc:
-            raise SourceUnavailable(f"Qdrant at {self.location}: {_describe(exc)}") from exc
+            error = SourceUnreachable if unreachable(exc) else SourceUnavailable
+            raise error(f"Qdrant at {self.location}: {_describe(exc)}") from exc
 
     def _http_error(self, exc: Any) -> SourceError:
         where = f"Qdrant at {self.location}"
