@@ -537,3 +537,52 @@ def test_killing_a_run_ends_its_decoding_processes_and_a_rerun_converges(server,
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert (summary["resumed"], summary["matches_source"]) == (True, True)
     assert_rows_match(target, "big", expected_rows(server, "big"))
+
+
+def test_a_typo_in_the_index_name_suggests_the_closest(server, target, capsys) -> None:
+    server.create_index("documents", dimension=4, metric="cosine")
+    server.create_index("images", dimension=4, metric="cosine")
+
+    assert run(target, "document") == ExitCode.SOURCE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: Pinecone index 'document' not found; did you mean 'documents'?"
+    )
+    assert run(target, "zzz") == ExitCode.SOURCE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vec2pg: error: Pinecone index 'zzz' not found; the project has 'documents', 'images'"
+    )
+
+
+def test_a_migration_needs_no_pinecone_sdk(server, target, tmp_path) -> None:
+    """A plain install reads Pinecone over its REST API: the SDK is not imported."""
+    import subprocess
+    import sys
+
+    server.create_index("docs", dimension=4, metric="cosine")
+    upsert(server, "docs", "ns", dense_records(5, 4))
+    blocker = tmp_path / "pinecone.py"
+    blocker.write_text("raise ImportError('the pinecone SDK is not installed')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vec2pg",
+            "pinecone",
+            "docs",
+            "--api-key",
+            KEY,
+            "--dsn",
+            target.dsn,
+            "--schema",
+            target.schema,
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert target.query(f'SELECT count(*) FROM "{target.schema}".docs') == [(5,)]

@@ -7,13 +7,16 @@ leaves out ids the source lacks; failures are sorted into transient and terminal
 migration, a resync with ``--prune`` after changes, and ``verify`` leave the table equal to
 the source, row by row.
 
-Adding a source: write a ``case_<name>`` factory below and add it to ``CASES``.
+Adding a source: write a ``case_<name>(request, tmp_path)`` generator in the source's own
+test module (seeding ``canonical`` records into its engine or test server, yielding a
+:class:`Case`) and add its import path to ``CASES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import uuid
 import zlib
@@ -57,7 +60,9 @@ def canonical(namespace: str, i: int) -> Record:
 class Case:
     """A source seeded with records, and how a test opens, changes and breaks it."""
 
-    open: Callable[..., VerifiableSource]  # keyword arguments: a collection name, ...
+    #: A source of the seeded collection; ``open(collection="no-such-collection")`` one of a
+    #: collection the source does not have.
+    open: Callable[..., VerifiableSource]
     cli: list[str]  # the command line's source arguments
     table: str
     namespaced: bool
@@ -69,15 +74,23 @@ class Case:
     break_transiently: Callable[[], None] | None
     #: Where the table stores the canonical namespace (Pinecone: "" is "__default__").
     table_namespace: Callable[[str], str] = lambda ns: ns
+    #: The name the source gives the canonical records' dense vector ("": its unnamed one).
+    vector: str = ""
+    #: How the namespaces of COUNTS are seeded (a source without namespaces: only "").
+    counts: dict[str, int] = field(default_factory=lambda: dict(COUNTS))
+    #: The records the source holds, by (namespace, id), with their vector named ``vector``.
     records: dict[tuple[str, str], Record] = field(default_factory=dict)
 
-    def seed(self, counts: dict[str, int]) -> None:
-        self.add([(canonical(ns, i), i) for ns, count in counts.items() for i in range(count)])
+    def seed(self) -> None:
+        """Put ``counts`` canonical records into the source."""
+        self.add([(canonical(ns, i), i) for ns, count in self.counts.items() for i in range(count)])
 
     def add(self, records: list[tuple[Record, int]]) -> None:
-        """Put records (each with its number) into the source, spelled as it spells ids."""
+        """Put records (each with its number) into the source, spelled as it spells ids and
+        names its vector."""
         spelled = [
-            Record(self.source_id(i), r.vectors, r.metadata, r.namespace) for r, i in records
+            Record(self.source_id(i), {self.vector: r.vectors[""]}, r.metadata, r.namespace)
+            for r, i in records
         ]
         self.put(spelled)
         self.records.update({(r.namespace, r.id): r for r in spelled})
@@ -132,6 +145,7 @@ def case_qdrant_local(request, tmp_path) -> Iterator[Case]:
             storage, lambda c: c.delete("docs", [int(rid) if rid.isdigit() else rid])
         ),
         break_transiently=None,
+        counts={"": COUNTS[""]},
     )
     if "docs" not in _QDRANT_STORAGE:
         template = request.getfixturevalue("tmp_path_factory").mktemp("qdrant") / "docs"
@@ -139,7 +153,7 @@ def case_qdrant_local(request, tmp_path) -> Iterator[Case]:
         params = models.VectorParams(size=DIM, distance=models.Distance.EUCLID)
         change(template, lambda c: c.create_collection("docs", vectors_config=params))
         seeding = dataclasses.replace(case, put=partial(put, template))
-        seeding.seed({"": COUNTS[""]})
+        seeding.seed()
         _QDRANT_STORAGE["docs"] = (template, seeding.records)
     template, records = _QDRANT_STORAGE["docs"]
     case.records = dict(records)
@@ -179,8 +193,9 @@ def case_qdrant_rest(request, tmp_path) -> Iterator[Case]:
                 "docs", [int(rid) if rid.isdigit() else rid]
             ),
             break_transiently=lambda: server.fail_next(1, status=503),
+            counts={"": COUNTS[""]},
         )
-        case.seed({"": COUNTS[""]})
+        case.seed()
         yield case
 
 
@@ -215,11 +230,12 @@ def case_pinecone(request, tmp_path) -> Iterator[Case]:
         break_transiently=lambda: server.fail_next(1, status=503),
         table_namespace=lambda ns: ns or "__default__",
     )
-    case.seed(COUNTS)
+    case.seed()
     yield case
 
 
-CASES = {
+#: Every source's case: a factory here, or the import path of one in the source's tests.
+CASES: dict[str, Callable[..., Iterator[Case]] | str] = {
     "qdrant-local": case_qdrant_local,
     "qdrant-rest": case_qdrant_rest,
     "pinecone": case_pinecone,
@@ -228,7 +244,11 @@ CASES = {
 
 @pytest.fixture(params=list(CASES))
 def case(request, tmp_path) -> Iterator[Case]:
-    yield from CASES[request.param](request, tmp_path)
+    factory = CASES[request.param]
+    if isinstance(factory, str):
+        module, _, name = factory.partition(":")
+        factory = getattr(importlib.import_module(module), name)
+    yield from factory(request, tmp_path)
 
 
 def direct(fn: Callable[..., Any], *args: Any) -> Any:
@@ -264,7 +284,7 @@ def source_namespaces(source: VerifiableSource) -> dict[str, int | None]:
 
 
 def expected_ids(case: Case, namespace: str) -> set[str]:
-    by_table = {case.table_namespace(ns): ns for ns in COUNTS}
+    by_table = {case.table_namespace(ns): ns for ns in case.counts}
     return {rid for ns, rid in case.records if ns == by_table.get(namespace, namespace)}
 
 
@@ -336,10 +356,10 @@ def test_fetch_returns_the_records_and_leaves_out_missing_ids(case: Case) -> Non
         source.close()
 
     assert sorted(r.id for r in records) == wanted
-    by_namespace = {case.table_namespace(ns): ns for ns in COUNTS}
+    by_namespace = {case.table_namespace(ns): ns for ns in case.counts}
     for record in records:
         want = case.records[(by_namespace.get(namespace, namespace), record.id)]
-        np.testing.assert_array_equal(record.vectors[""], want.vectors[""])
+        np.testing.assert_array_equal(record.vectors[case.vector], want.vectors[case.vector])
         assert record.metadata == want.metadata
 
 

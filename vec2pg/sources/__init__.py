@@ -211,8 +211,6 @@ PINECONE = SourceSpec(
         ),
         timeout(30.0),
     ),
-    extra="pinecone",
-    requires=("pinecone", "urllib3", "simdjson"),
     concurrency=8,
     namespaces=Option(
         "namespace",

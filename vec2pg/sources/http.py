@@ -8,6 +8,7 @@ same way: a refused credential or a missing collection stops the run; 429 is rat
 
 from __future__ import annotations
 
+import difflib
 import email.utils
 import socket
 import time
@@ -74,6 +75,19 @@ def unreachable(exc: BaseException) -> bool:
         if isinstance(reason, BaseException):
             stack.append(reason)
     return False
+
+
+def names_hint(wanted: str, names: list[str], has: str) -> str:
+    """What to say of a name the source does not have: the closest of ``names`` it has
+    (``did you mean 'docs'?``), else the first few (``<has> 'a', 'b'``)."""
+    close = difflib.get_close_matches(wanted, names, n=3)
+    if close:
+        return f"did you mean {' or '.join(repr(n) for n in close)}?"
+    if not names:
+        return f"{has} none"
+    shown = ", ".join(repr(n) for n in sorted(names)[:10])
+    more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
+    return f"{has} {shown}{more}"
 
 
 def retry_after(value: str | None) -> float | None:

@@ -2,12 +2,14 @@
 
 A serverless index is read namespace by namespace: ``list`` pages ids (100 at the most per
 request, in bytewise order) and ``fetch`` returns their values, sparse values and
-metadata. The SDK does the control plane and the statistics. ``list`` and ``fetch``, one
-request each per 100 records, are read straight from Pinecone's documented REST API
-(``GET /vectors/list``, ``GET /vectors/fetch``) with urllib3 (:class:`_DataPlane`): the
-SDK's response objects, and httpx's reading of a 1 MB answer, each cost more CPU than
-the rest of a run. A fetch answer's float arrays (nearly all of its bytes) are decoded
-by simdjson straight into numpy buffers, without a Python float per value.
+metadata. Every request goes to Pinecone's documented REST API with urllib3
+(:class:`_Http`): the control plane's ``GET /indexes/{name}`` (the index's host, and
+whether it is pod-based), and the index's ``POST /describe_index_stats``, ``GET
+/vectors/list`` and ``GET /vectors/fetch``. The SDK's response objects, and httpx's reading
+of a 1 MB answer, each cost more CPU than the rest of a run; and without the SDK a plain
+``pip install vec2pg`` reads Pinecone. A fetch answer's float arrays (nearly all of its
+bytes) are decoded by simdjson straight into numpy buffers, without a Python float per
+value.
 
 A list page's token comes from the page before, so one chain of list requests
 moves about 100 ids per round trip. To hide that latency a large namespace is split into
@@ -23,19 +25,19 @@ import json
 import os
 import re
 import threading
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from vec2pg.errors import (
     ConfigError,
     SourceError,
+    SourceNotFound,
     SourceUnavailable,
     SourceUnreachable,
     SourceUnsupported,
@@ -52,15 +54,14 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
+from vec2pg.sources.http import names_hint, status_error, unreachable
 from vec2pg.sources.http import retry_after as parse_retry_after
-from vec2pg.sources.http import status_error, unreachable
-
-if TYPE_CHECKING:
-    from pinecone import Pinecone
 
 DEFAULT_NAMESPACE = "__default__"
-#: The data-plane API version vec2pg's fetch speaks (the one pinecone SDK 10.x sends).
-DATA_PLANE_API_VERSION = "2026-07"
+#: The API version vec2pg speaks (the one pinecone SDK 10.x sends).
+API_VERSION = "2026-07"
+#: Pinecone's control plane, unless PINECONE_CONTROLLER_HOST names another.
+CONTROLLER = "https://api.pinecone.io"
 #: Pinecone's list returns at most 100 ids a page (checked by the SDK and the service).
 LIST_LIMIT = 100
 #: Namespaces smaller than this are one chain: splitting costs more requests than it saves.
@@ -111,14 +112,11 @@ class PineconeSource:
             raise ConfigError("no Pinecone API key: pass --api-key or set PINECONE_API_KEY")
         self.index_name = index
         self.host = host
-        from pinecone import Pinecone
-
-        controller = os.environ.get("PINECONE_CONTROLLER_HOST")
-        self._pc: Pinecone = Pinecone(api_key=api_key, host=controller or None, timeout=timeout)
         self._api_key = api_key
         self._timeout = timeout
-        self._index: Any = None
-        self._http: _DataPlane | None = None  # list and fetch, once the host is known
+        controller = os.environ.get("PINECONE_CONTROLLER_HOST") or CONTROLLER
+        self._control = _Http(controller, api_key, timeout, 2)
+        self._http: _Http | None = None  # the index's own host, once known
         self._api_namespaces: dict[str, str] = {}  # stored name -> the spelling the API uses
 
     @property
@@ -127,36 +125,31 @@ class PineconeSource:
 
     def describe(self) -> SourceInfo:
         if self.host is None:
-            with self._translate(f"describing index {self.index_name!r}"):
-                description = self._pc.describe_index(self.index_name)
-            from pinecone import PodDeployment
-
-            if isinstance(description.deployment, PodDeployment):
-                raise SourceUnsupported(
-                    f"Pinecone index {self.index_name!r} is pod-based: {POD_EXPLANATION}"
-                )
-            self.host = str(description.host)
-        if self._index is None:
-            self._index = self._pc.Index(host=self.host)
+            self.host = self._index_host()
+        if self._http is None:
             # Probes, then readers and loaders (two per unit of concurrency), in flight; a
             # pool only keeps the connections it used.
             connections = max(PROBE_CONCURRENCY, 2 * MAX_CONCURRENCY) + 4
-            self._http = _DataPlane(self.host, self._api_key, self._timeout, connections)
-        with self._translate("reading the index statistics"):
-            stats = self._index.describe_index_stats()
-        vector_type = str(getattr(stats, "vector_type", None) or "dense")
-        metric = _METRICS.get(str(stats.metric or "").lower())
+            self._http = _Http(self.host, self._api_key, self._timeout, connections)
+        stats = self._json(
+            self._request(
+                self._http, "POST", "/describe_index_stats", b"{}", "reading the index statistics"
+            ),
+            "reading the index statistics",
+        )
+        vector_type = str(stats.get("vectorType") or "dense")
+        metric = _METRICS.get(str(stats.get("metric") or "").lower())
         fields: list[VectorField] = []
         if vector_type == "dense":
-            fields.append(VectorField("", VectorKind.DENSE, int(stats.dimension), metric))
+            fields.append(VectorField("", VectorKind.DENSE, int(stats["dimension"]), metric))
         if vector_type == "sparse" or metric is Metric.DOT:
             # Pinecone stores sparse values on sparse indexes and on dense dotproduct ones.
             fields.append(VectorField("sparse_embedding", VectorKind.SPARSE, None, Metric.DOT))
         namespaces = []
-        for api_name, summary in sorted((stats.namespaces or {}).items()):
+        for api_name, summary in sorted((stats.get("namespaces") or {}).items()):
             name = api_name or DEFAULT_NAMESPACE
             self._api_namespaces[name] = api_name
-            namespaces.append(Namespace(name, int(summary.vector_count)))
+            namespaces.append(Namespace(name, int(summary.get("vectorCount") or 0)))
         return SourceInfo(
             kind="pinecone",
             collection=self.index_name,
@@ -166,6 +159,52 @@ class PineconeSource:
             namespaced=True,
             raw_pages=True,
         )
+
+    def _index_host(self) -> str:
+        """The index's host, from the control plane; refused for a pod-based index."""
+        doing = f"describing index {self.index_name!r}"
+        path = f"/indexes/{quote(self.index_name, safe='')}"
+        response = self._control.request("GET", path, None)
+        if response.status == 404:
+            raise SourceNotFound(
+                f"Pinecone index {self.index_name!r} not found; {self._indexes_hint()}"
+            )
+        if response.status != 200:
+            raise self._http_error(response, doing)
+        description = self._json(response, doing)
+        deployment = description.get("deployment") or {}
+        spec = description.get("spec") or {}  # API versions before 2025-10
+        if deployment.get("deployment_type") == "pod" or "pod" in spec:
+            raise SourceUnsupported(
+                f"Pinecone index {self.index_name!r} is pod-based: {POD_EXPLANATION}"
+            )
+        host = description.get("host")
+        if not host:
+            state = (description.get("status") or {}).get("state", "not ready")
+            raise SourceUnavailable(f"Pinecone index {self.index_name!r} is {state}, not ready yet")
+        return str(host)
+
+    def _indexes_hint(self) -> str:
+        """The indexes the project has, the closest to the one asked for first."""
+        try:
+            response = self._control.request("GET", "/indexes", None)
+            names = [str(i["name"]) for i in self._json(response, "listing indexes")["indexes"]]
+        except (SourceError, KeyError, TypeError):
+            return "check the name (and that the API key is the project's)"
+        if not names:
+            return "the project has no indexes (is the API key the project's?)"
+        return names_hint(self.index_name, names, "the project has")
+
+    def _json(self, response: Any, doing: str) -> Any:
+        import orjson
+
+        try:
+            return orjson.loads(response.data)
+        except orjson.JSONDecodeError as exc:
+            raise SourceUnavailable(
+                f"Pinecone index {self.index_name!r} sent an answer that does not parse while "
+                f"{doing} ({exc})"
+            ) from exc
 
     def partitions(
         self, namespace: str, count: int | None, want: int, call: Call
@@ -297,11 +336,26 @@ class PineconeSource:
 
     def _get(self, path: str, params: Any, doing: str, *, listing: bool = False) -> Any:
         """The answer (status 200) to a GET of the data plane; errors as vec2pg's."""
+        if self._http is None:
+            raise RuntimeError("describe() first")
+        url = f"{path}?{_query(params)}"
+        return self._request(self._http, "GET", url, None, doing, listing=listing)
+
+    def _request(
+        self,
+        http: _Http,
+        method: str,
+        path: str,
+        body: bytes | None,
+        doing: str,
+        *,
+        listing: bool = False,
+    ) -> Any:
+        """The answer (status 200) to a request; errors as vec2pg's."""
         import urllib3
 
-        assert self._http is not None, "describe() first"
         try:
-            response = self._http.get(path, params)
+            response = http.request(method, path, body)
         except urllib3.exceptions.HTTPError as exc:  # timeouts, refused and dropped connections
             error = SourceUnreachable if unreachable(exc) else SourceUnavailable
             raise error(
@@ -333,7 +387,7 @@ class PineconeSource:
         *,
         listing: bool = False,
     ) -> SourceError:
-        """vec2pg's error for an HTTP error answer, from the SDK or from our own requests."""
+        """vec2pg's error for an HTTP error answer."""
         where = f"Pinecone index {self.index_name!r}"
         if listing and status == 400 and "serverless" in message.lower():
             return SourceUnsupported(f"{where} cannot list ids: {POD_EXPLANATION}")
@@ -348,32 +402,13 @@ class PineconeSource:
         )
 
     def close(self) -> None:
-        for resource in (self._http, self._index, self._pc):
-            close = getattr(resource, "close", None)
-            if close is not None:
-                close()
-
-    @contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        """Translate the SDK's errors into vec2pg's, naming what we were doing."""
-        from pinecone import errors
-
-        where = f"Pinecone index {self.index_name!r}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                yield
-        except errors.ApiError as exc:
-            retry_after = getattr(exc, "retry_after", None)  # a RateLimitError's
-            raise self._status_error(exc.status_code, _message(exc), doing, retry_after) from exc
-        except (errors.PineconeConnectionError, errors.PineconeTimeoutError) as exc:
-            raise SourceUnavailable(f"{where} did not answer while {doing}: {exc}") from exc
-        except errors.ResponseParsingError as exc:
-            raise SourceError(f"{where} sent an answer vec2pg cannot read while {doing}") from exc
+        for http in (self._http, self._control):
+            if http is not None:
+                http.close()
 
 
-class _DataPlane:
-    """GET requests to an index's host over a pool of kept-alive connections (urllib3).
+class _Http:
+    """Requests to one of Pinecone's hosts over a pool of kept-alive connections (urllib3).
 
     A bare host (what the control plane answers) is reached over HTTPS, verified against
     certifi's certificates (as the SDK and httpx do) or ``SSL_CERT_FILE``; a proxy set in
@@ -389,7 +424,11 @@ class _DataPlane:
 
         self.base = base_url(host)
         parts = urlsplit(self.base)
-        headers = {"Api-Key": api_key, "X-Pinecone-Api-Version": DATA_PLANE_API_VERSION}
+        headers = {
+            "Api-Key": api_key,
+            "X-Pinecone-Api-Version": API_VERSION,
+            "Content-Type": "application/json",
+        }
         options: dict[str, Any] = {
             "headers": headers,
             "maxsize": connections,
@@ -406,9 +445,9 @@ class _DataPlane:
         else:
             self._pool = urllib3.PoolManager(**options)
 
-    def get(self, path: str, params: Any) -> Any:
-        url = f"{self.base}{path}?{_query(params)}"
-        return self._pool.request("GET", url, preload_content=True, redirect=False)
+    def request(self, method: str, path: str, body: bytes | None) -> Any:
+        url = f"{self.base}{path}"
+        return self._pool.request(method, url, body=body, preload_content=True, redirect=False)
 
     def close(self) -> None:
         self._pool.clear()
@@ -577,7 +616,3 @@ def _float_rows(arrays: list[Any]) -> list[Any]:
             None if b is None else np.frombuffer(b, dtype=np.float64).astype(np.float32)
             for b in buffers
         ]
-
-
-def _message(exc: Any) -> str:
-    return str(getattr(exc, "message", None) or exc).strip().splitlines()[0][:300]
