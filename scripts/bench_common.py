@@ -66,9 +66,10 @@ class BenchSource(Protocol):
         ...
 
     def run_baseline(self, size: int, dsn: str, table: str) -> int:
-        """Copy the collection of ``size`` records into ``table`` (schema-qualified, created
-        here as ``(id text primary key, [namespace text,] embedding vector(dim), metadata
-        jsonb)``) with the simplest loop a user would write; return the records written."""
+        """Copy the collection of ``size`` records into ``table`` (``schema.name``; the loop
+        creates it, as the tool or script it stands for would, e.g. ``(id text primary key,
+        embedding vector(dim), metadata jsonb)``) with the simplest loop a user would write
+        with the SDK; return the records written."""
         ...
 
     def stop(self) -> None: ...

@@ -1,0 +1,1 @@
+"""One benchmark adapter per source (scripts/bench_common.BenchSource): ``make(args)``."""
