@@ -162,15 +162,18 @@ def show(dsn: str) -> None:
             "WHERE metadata->>'topic' = 'astronomy' ORDER BY id LIMIT 1"
         ).fetchone()
         assert probe is not None
-        print(f"\n-- the 5 nearest neighbours of {probe[1]!r} (cosine distance):")
+        near = f"(SELECT body FROM vec2pg.{COLLECTION} WHERE id = '{probe[0]}')"
         query = (
-            f"SELECT metadata->>'title', metadata->>'topic', "
-            f"round((body <=> (SELECT body FROM vec2pg.{COLLECTION} WHERE id = %s))::numeric, 3) "
-            f"FROM vec2pg.{COLLECTION} WHERE id <> %s ORDER BY 3 LIMIT 5"
+            f"SELECT metadata->>'title', metadata->>'topic',\n"
+            f"       round((body <=> {near})::numeric, 3) AS distance\n"
+            f"FROM vec2pg.{COLLECTION} WHERE id <> '{probe[0]}' ORDER BY distance LIMIT 5"
         )
-        for title, topic, distance in conn.execute(query, [probe[0], probe[0]]):
+        print(f"\n-- the 5 nearest neighbours of {probe[1]!r} (cosine distance):\n{query};")
+        for title, topic, distance in conn.execute(query):
             print(f"   {distance}  [{topic}] {title}")
         print(f'\nconnect yourself: psql "{dsn}"')
+        print("the embedded PostgreSQL keeps running; see it with `vec2pg embedded show`,")
+        print("stop it with `vec2pg embedded stop` (from .venv/bin, or after `pip install vec2pg`)")
 
 
 def main() -> None:

