@@ -428,7 +428,6 @@ class PineconeServer:
         self._indexes: dict[str, _Index] = {}
         self._lock = threading.Lock()  # stats, rules and index table; never held while sleeping
         self._rules: list[_Rule] = []
-        self._truncating: set[int] = set()  # handler threads cutting their answer short
         self._counts: collections.Counter[str] = collections.Counter()
         self._index_counts: collections.Counter[tuple[str | None, str]] = collections.Counter()
         self._status_counts: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -1127,8 +1126,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(401, ApiError(401, "Invalid API key.").body())
                 return
             rule = owner._take_rule(endpoint, index)
-            if rule is not None and rule.kind == "truncate":
-                owner._truncating.add(threading.get_ident())
+            truncate = rule is not None and rule.kind == "truncate"
+            if truncate:
                 rule = None
             if rule is not None:
                 if rule.kind == "drop":
@@ -1164,8 +1163,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except ApiError as exc:
                 self._send(exc.status, exc.body())
                 return
-            if threading.get_ident() in owner._truncating:
-                owner._truncating.discard(threading.get_ident())
+            if truncate:
                 payload = payload[: len(payload) // 2]
             self._send(status, payload, ctype)
         except (BrokenPipeError, ConnectionResetError):

@@ -204,7 +204,7 @@ def test_a_signal_stops_the_run_saying_what_is_committed_and_the_same_command_re
 
     again = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert "(resumed an interrupted run)" in again.stdout
+    assert f"(resumed an interrupted run: {records:,} records in all, " in again.stdout
     assert count_rows(target, "idx") == (records, records)
 
 
@@ -221,11 +221,12 @@ def test_six_lost_connections_with_commits_between_them_do_not_end_the_run(targe
         while len(kills) < 6 and time.monotonic() < deadline:
             done = progress(target)
             if done >= 30 * (len(kills) + 1):
-                target.query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                ((killed,),) = target.query(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = 'vec2pg' AND pid <> pg_backend_pid()"
                 )
-                kills.append(done)
+                if killed:  # not between two of vec2pg's connections
+                    kills.append(done)
             time.sleep(0.005)
 
     killer = threading.Thread(target=kill_after_each_commit)
@@ -241,6 +242,14 @@ def test_six_lost_connections_with_commits_between_them_do_not_end_the_run(targe
 
 def test_an_outage_without_a_commit_between_losses_spends_the_budget(target) -> None:
     from vec2pg.errors import TargetUnavailable
+    from vec2pg.pipeline import NoEvents
+
+    class Reconnects(NoEvents):
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def retrying(self, message: str, attempt: int, wait: float) -> None:
+            self.seen += message.endswith("; reconnecting")
 
     source = FakeSource({"a": 100}, page_size=10, load_delay=0.05)
     stop = threading.Event()
@@ -253,16 +262,19 @@ def test_an_outage_without_a_commit_between_losses_spends_the_budget(target) -> 
             )
             time.sleep(0.002)
 
+    events = Reconnects()
+    options = Options(concurrency=1, retry=RetryPolicy(initial=0.001), reconnects=2)
     killer = threading.Thread(target=kill_every_connection)
-    killer.start()
-    try:
-        with PostgresSink(target.dsn, schema=target.schema, commit_rows=1000) as sink:
-            options = Options(concurrency=1, retry=RetryPolicy(initial=0.001), reconnects=2)
+    with PostgresSink(target.dsn, schema=target.schema, commit_rows=1000) as sink:
+        killer.start()
+        try:
             with pytest.raises(TargetUnavailable):
-                migrate(source, sink, options)
-    finally:
-        stop.set()
-        killer.join()
+                migrate(source, sink, options, events)
+        finally:
+            stop.set()
+            killer.join()
+
+    assert events.seen == 2  # both reconnects spent, with no commit between the losses
 
 
 # -- 4. lock waits ---------------------------------------------------------------------------
@@ -520,7 +532,7 @@ def test_a_rejects_file_naming_an_unknown_vector_kind_is_one_line(target, tmp_pa
     assert target.cli("jsonl", str(rejects)) == ExitCode.SOURCE
     assert capsys.readouterr().err.strip() == (
         f"vec2pg: error: {rejects}:1: the header's vectors: vector '' has the unknown kind "
-        "'hologram' (vec2pg knows dense, sparse, multivector)"
+        "'hologram' (vec2pg knows dense, sparse, multivector, binary)"
     )
 
 

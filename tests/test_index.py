@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from pgvector import HalfVector
+
+try:
+    from pgvector import HalfVector
+except ImportError:  # pgvector 0.3, which vecs pins, keeps it in pgvector.utils
+    from pgvector.utils import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from qdrant_client import models as m

@@ -107,6 +107,10 @@ class Summary:
     rate_limited: int = 0
     reconnects: int = 0
     processes: int = 0  # that decoded pages
+    #: Records the interrupted runs this one resumed had committed (in the table already).
+    committed_before: int = 0
+    #: Seconds the index build took (not part of ``seconds``: records/s is the load's).
+    index_seconds: float = 0.0
     indexes: list[str] = field(default_factory=list)
     namespaces: dict[str, NamespaceSummary] = field(default_factory=dict)
     #: The comparison of source and table after the run, if one was asked for.
@@ -165,8 +169,10 @@ class Summary:
             "mode": self.mode,
             "resumed": self.resumed,
             **{name: self.total(name) for name in totals},
+            "committed_before": self.committed_before,
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.records_per_second, 1),
+            "index_seconds": round(self.index_seconds, 3),
             "retries": self.retries,
             "rate_limited": self.rate_limited,
             "reconnects": self.reconnects,
@@ -183,7 +189,11 @@ class Summary:
 class Events(Protocol):
     """What the pipeline tells whoever shows progress."""
 
-    def started(self, info: SourceInfo, target: str, total: int | None) -> None: ...
+    def started(self, info: SourceInfo, target: str, total: int | None, committed: int = 0) -> None:
+        """The run begins: ``total`` records in all (None: unknown), ``committed`` of them
+        already in the table from the interrupted runs this one resumes."""
+        ...
+
     def advanced(self, namespace: str, records: int) -> None: ...
     def retrying(self, message: str, attempt: int, wait: float) -> None: ...
     def indexing(self, phase: str, done: int, total: int) -> None: ...
@@ -192,7 +202,7 @@ class Events(Protocol):
 
 
 class NoEvents:
-    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+    def started(self, info: SourceInfo, target: str, total: int | None, committed: int = 0) -> None:
         pass
 
     def advanced(self, namespace: str, records: int) -> None:
@@ -263,12 +273,14 @@ class _Migration:
             with _Decoders(summary.processes) as decoders, sink.watch_locks(events.note):
                 stale = self._reconnecting(decoders)
                 _finished(summary, self.counts, stale)
+                summary.seconds = time.monotonic() - self.started
                 if sink.index is not None:
                     # Load first, index after (pgvector's advice): a whole table, one build.
+                    indexing = time.monotonic()
                     summary.indexes = sink.build_indexes(events.indexing, events.note)
+                    summary.index_seconds = time.monotonic() - indexing
         except KeyboardInterrupt as exc:
             raise self._interrupted(exc) from None
-        summary.seconds = time.monotonic() - self.started
         events.finished(summary)
         return summary
 
@@ -325,7 +337,10 @@ class _Migration:
                     ]
                 )
             if not self._shown:
-                self.events.started(self.info, summary.target, self.total)
+                summary.committed_before = run.committed_before
+                self.events.started(self.info, summary.target, self.total, run.committed_before)
+                for note in self.info.notes:
+                    self.events.note(note)
                 self._shown = True
             self._copy(run, decoders.pool)
             summary.seconds = time.monotonic() - self.started

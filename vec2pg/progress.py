@@ -25,12 +25,16 @@ from vec2pg.pipeline import Summary
 from vec2pg.records import SourceInfo
 
 
-def _source_line(info: SourceInfo, target: str, total: int | None) -> str:
+def _source_line(info: SourceInfo, target: str, total: int | None, committed: int) -> str:
     count = "an unknown number of" if total is None else f"{total:,}"
     n = len(info.namespaces)
     spaces = f" in {n} namespace{'s' * (n != 1)}" if info.namespaced else ""
+    resumed = (
+        f" (resuming: {committed:,} are in the table from the interrupted run)" if committed else ""
+    )
     return (
-        f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> {target}"
+        f"{info.kind} {info.collection!r} at {info.location}: {count} records{spaces} -> "
+        f"{target}{resumed}"
     )
 
 
@@ -43,8 +47,8 @@ class RichEvents:
         self._task: TaskID | None = None
         self._index_task: TaskID | None = None
 
-    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
-        self.console.print(_source_line(info, target, total))
+    def started(self, info: SourceInfo, target: str, total: int | None, committed: int = 0) -> None:
+        self.console.print(_source_line(info, target, total, committed))
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -57,7 +61,10 @@ class RichEvents:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(info.collection, total=total, rate="-")
+        # A resumed run's bar starts where the interrupted ones left the table.
+        self._task = self._progress.add_task(
+            info.collection, total=total, completed=committed, rate="-"
+        )
         self._started = time.monotonic()
         self._done = 0
 
@@ -104,6 +111,7 @@ class PlainEvents:
         self.stream = stream or sys.stderr
         self.interval = interval
         self._done = 0
+        self._committed = 0
         self._total: int | None = None
         self._started = self._last = time.monotonic()
         self._phase: str | None = None
@@ -112,10 +120,11 @@ class PlainEvents:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         print(f"{stamp} vec2pg: {text}", file=self.stream, flush=True)
 
-    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+    def started(self, info: SourceInfo, target: str, total: int | None, committed: int = 0) -> None:
         self._total = total
+        self._committed = committed
         self._started = self._last = time.monotonic()
-        self._log(_source_line(info, target, total))
+        self._log(_source_line(info, target, total, committed))
 
     def advanced(self, namespace: str, records: int) -> None:
         self._done += records
@@ -124,7 +133,7 @@ class PlainEvents:
             self._last = now
             of = f"/{self._total:,}" if self._total is not None else ""
             rate = self._done / (now - self._started)
-            self._log(f"{self._done:,}{of} records ({rate:,.0f}/s)")
+            self._log(f"{self._committed + self._done:,}{of} records ({rate:,.0f}/s)")
 
     def retrying(self, message: str, attempt: int, wait: float) -> None:
         self._log(f"retrying in {wait:.1f}s (attempt {attempt} failed): {message}")
@@ -148,7 +157,7 @@ class PlainEvents:
 class QuietEvents(PlainEvents):
     """Nothing but retries and notes (so that a slow run is explained) on stderr."""
 
-    def started(self, info: SourceInfo, target: str, total: int | None) -> None:
+    def started(self, info: SourceInfo, target: str, total: int | None, committed: int = 0) -> None:
         pass
 
     def advanced(self, namespace: str, records: int) -> None:
@@ -169,7 +178,14 @@ def summary_text(summary: Summary) -> str:
         head = f"{summary.written:,} records written to a new {summary.target}, swapped in {rate}"
     else:
         head = f"{summary.written:,} records written to {summary.target} {rate}"
-    lines = [head + (" (resumed an interrupted run)" if summary.resumed else "")]
+    resumed = ""
+    if summary.resumed:
+        resumed = " (resumed an interrupted run"
+        if summary.committed_before:
+            in_all = summary.committed_before + summary.read
+            resumed += f": {in_all:,} records in all, {summary.committed_before:,} of them before"
+        resumed += ")"
+    lines = [head + resumed]
     if len(summary.namespaces) > 1 or any(summary.namespaces):
         for name, ns in summary.namespaces.items():
             c = ns.counts
@@ -191,6 +207,8 @@ def summary_text(summary: Summary) -> str:
         lines.append(f"  {summary.retries} transient failures were retried")
     for name in summary.indexes:
         lines.append(f"  built index {name} (then ANALYZE)")
+    if summary.indexes:
+        lines.append(f"  the index build took {summary.index_seconds:,.1f}s")
     if summary.reconnects:
         lines.append(
             f"  the connection to PostgreSQL was re-established {summary.reconnects} times"

@@ -47,14 +47,14 @@ def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[An
             connect_timeout=CONNECT_TIMEOUT,
             options=options,
         )
+        _check_client_connection(conn)
+        return conn
     except psycopg.OperationalError as exc:
         raise TargetUnavailable(
             f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {first_line(exc)}"
         ) from exc
     except psycopg.ProgrammingError as exc:  # a malformed DSN
         raise TargetError(f"invalid PostgreSQL DSN {mask_dsn(dsn)}: {first_line(exc)}") from exc
-    _check_client_connection(conn)
-    return conn
 
 
 def _check_client_connection(conn: Connection[Any]) -> None:

@@ -413,7 +413,15 @@ def _build(
         options,
     )
     work_mem = _work_mem(conn, _work_mem_needed(column, method, rows))
-    progress = _Progress(dsn, conn, column.name, on_progress)
+    progress = _Progress(dsn, conn, column.name, on_progress, rows)
+
+    def notice(diagnostic: Any) -> None:
+        # pgvector's own word on the build, e.g. "hnsw graph no longer fits into
+        # maintenance_work_mem" (and that it will take significantly more time).
+        detail = f" ({diagnostic.message_detail})" if diagnostic.message_detail else ""
+        _note(on_note, f"{layout.display}.{column.name}: {diagnostic.message_primary}{detail}")
+
+    conn.add_notice_handler(notice)
     try:
         try:
             _create(conn, statement, work_mem, progress, serial=False)
@@ -437,6 +445,7 @@ def _build(
             )
             return None
     finally:
+        conn.remove_notice_handler(notice)
         progress.close()
     with conn.transaction():
         row = conn.execute(
@@ -480,8 +489,10 @@ class _Progress:
         conn: Connection[Any],
         column: str,
         on_progress: ProgressCallback | None,
+        rows: int = 0,
     ) -> None:
         self._column = column
+        self._rows = rows
         self._on_progress = on_progress
         self._pid = conn.info.backend_pid
         self._conn = conn
@@ -539,9 +550,15 @@ class _Progress:
         if row is None:
             return None
         phase, blocks_done, blocks_total, tuples_done, tuples_total = row
-        # pgvector reports tuples where it knows their total (IVFFlat's loading phase) and
-        # otherwise only the table scan's blocks (HNSW), which advance with the tuples.
-        done, total = (tuples_done, tuples_total) if tuples_total else (blocks_done, blocks_total)
+        # In tuples, which a person can relate to the table's rows: pgvector reports their
+        # total where it knows it (IVFFlat's loading phase), HNSW only the tuples done, out
+        # of the rows the build was sized for; the table scan's blocks otherwise.
+        if tuples_total:
+            done, total = tuples_done, tuples_total
+        elif tuples_done and self._rows:
+            done, total = tuples_done, max(self._rows, tuples_done)
+        else:
+            done, total = blocks_done, blocks_total
         phase = str(phase).removeprefix("building index: ")
         return f"{self._column}: {phase}", int(done or 0), int(total or 0)
 
