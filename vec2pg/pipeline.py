@@ -33,6 +33,7 @@ from vec2pg.errors import (
 from vec2pg.memory import release_large_blocks, trim
 from vec2pg.postgres.encode import EncodedRows, PageEncoder
 from vec2pg.postgres.sink import Counts, PostgresSink, TargetRun
+from vec2pg.postgres.size import SizeEstimate, human
 from vec2pg.postgres.state import DONE
 from vec2pg.reading import (
     SPLIT_IN_FLIGHT,
@@ -42,8 +43,8 @@ from vec2pg.reading import (
     RetryPolicy,
     select_namespaces,
 )
-from vec2pg.records import SourceInfo
-from vec2pg.sources.base import Page, Raw, Source
+from vec2pg.records import Namespace, Record, SourceInfo
+from vec2pg.sources.base import WHOLE, Page, Raw, Source
 
 if TYPE_CHECKING:
     from vec2pg.verify import VerifyReport
@@ -269,6 +270,11 @@ class _Migration:
         summary, sink, events = self.summary, self.sink, self.events
         if self.options.flat_memory and not summary.processes:
             release_large_blocks()
+        if self.total is not None and self.total >= SIZE_NOTE_RECORDS:
+            for line in size_lines(
+                *sized(self.source, sink, self.info, self.namespaces, self.retrier)
+            ):
+                events.note(line)
         try:
             with _Decoders(summary.processes) as decoders, sink.watch_locks(events.note):
                 stale = self._reconnecting(decoders)
@@ -415,6 +421,44 @@ def _finished(summary: Summary, counts: dict[str, Counts], stale: dict[str, int]
     return summary.as_dict()
 
 
+#: Runs of this many records say first how much disk they will take.
+SIZE_NOTE_RECORDS = 10_000
+
+
+def sized(
+    source: Source,
+    sink: PostgresSink,
+    info: SourceInfo,
+    namespaces: list[Namespace],
+    retrier: Retrier,
+) -> tuple[SizeEstimate, int | None]:
+    """The disk the run's records will take, from a sample (its first page), and the free
+    space where PostgreSQL keeps its data, if it can be known."""
+    sample: list[Record] = []
+    rows = sum(ns.count or 0 for ns in namespaces)
+    first = next((ns for ns in namespaces if ns.count), None)
+    if first is not None:
+        page = retrier.call(source.page, first.name, WHOLE, None)
+        sample = retrier.call(page.load)
+    return sink.estimate_size(info, rows, sample)
+
+
+def size_lines(estimate: SizeEstimate, free: int | None) -> list[str]:
+    """What a person reads of :func:`sized`: the estimate, and a warning if it will not fit."""
+    index = f", {human(estimate.indexes)} of indexes" if estimate.indexes else ""
+    lines = [
+        f"the table will take about {human(estimate.total)} ({human(estimate.table)} of rows, "
+        f"{human(estimate.key)} of key{index})"
+    ]
+    if free is not None and estimate.total > free:
+        lines.append(
+            f"warning: only {human(free)} is free where PostgreSQL keeps its data: grow the "
+            "disk first (on Supabase: Project Settings, Compute and Disk), or the load may "
+            "stop when it is full"
+        )
+    return lines
+
+
 def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> dict[str, Any]:
     """What :func:`migrate` would do, without writing anything (``--dry-run``).
 
@@ -426,7 +470,7 @@ def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> 
     info = retrier.starting(source.describe)
     namespaces = select_namespaces(info, options.namespaces)
     restricted = [ns.name for ns in namespaces] if options.namespaces else None
-    return {
+    report = {
         "source": info.kind,
         "collection": info.collection,
         "location": info.location,
@@ -434,6 +478,10 @@ def plan(source: Source, sink: PostgresSink, options: Options | None = None) -> 
         "vectors": [f.as_dict() for f in info.fields],
         **sink.preview(info, restricted),
     }
+    estimate, free = sized(source, sink, info, namespaces, retrier)
+    report["size"] = {**estimate.as_dict(), "free_bytes": free}
+    report["size_lines"] = size_lines(estimate, free)
+    return report
 
 
 def _encoded(

@@ -255,4 +255,5 @@ def plan_text(report: dict[str, Any]) -> str:
         lines.append(f"  would resume unfinished run #{resume['run']} started {resume['started']}")
     for statement in report["ddl"]:
         lines.append(f"  would run: {statement}")
+    lines += [f"  {line}" for line in report.get("size_lines", ())]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ numpy arrays:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeAlias
 
@@ -116,6 +116,13 @@ class SourceInfo:
     #: (:attr:`vec2pg.sources.base.Page.read`): the pipeline may then decode them in other
     #: processes.
     raw_pages: bool = False
+    #: Text fields every record carries besides its metadata (Chroma's ``document`` and
+    #: ``uri``), in the table's order: each becomes a ``text`` column, and a record's
+    #: :attr:`Record.texts` holds its values by these names.
+    texts: tuple[str, ...] = ()
+    #: What the user should know of this source before trusting the copy (what it cannot
+    #: give back exactly, say): said once when the run starts.
+    notes: tuple[str, ...] = ()
 
     @property
     def total(self) -> int | None:
@@ -130,6 +137,9 @@ class Record:
     ``invalid`` is why the source could not turn what it read into vectors (a multivector
     whose sub-vectors differ in length): the record is then rejected with that reason, as
     the sink rejects one PostgreSQL cannot hold, and its vectors hold what was read.
+
+    ``texts`` holds the values of the text fields the source declares
+    (:attr:`SourceInfo.texts`) by name; a missing or ``None`` value is a NULL.
     """
 
     id: str
@@ -137,6 +147,7 @@ class Record:
     metadata: dict[str, Any] | None = None
     namespace: str = ""
     invalid: str | None = None
+    texts: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def as_array(value: Any, name: str) -> FloatArray:

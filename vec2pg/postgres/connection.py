@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from vec2pg.errors import LockTimeout, TargetError, TargetUnavailable
+from vec2pg.errors import ConfigError, LockTimeout, TargetError, TargetUnavailable
 from vec2pg.masking import mask_dsn
 
 if TYPE_CHECKING:
@@ -30,11 +30,37 @@ CLIENT_CHECK = "5s"
 _CONNECTION_LOST = {"57P01", "57P02", "57P03"}
 
 
+#: Supabase's transaction pooler (Supavisor, and the dedicated PgBouncer) listens here.
+TRANSACTION_POOLER_PORT = "6543"
+POOLER_ADVICE = (
+    "vec2pg needs a session of its own (an advisory lock, a temporary table, COPY across "
+    "statements), which a transaction pooler does not keep: connect directly (Supabase: "
+    "db.<project-ref>.supabase.co, port 5432) or through the session pooler (port 5432 of "
+    "the pooler's host)"
+)
+
+
+def check_not_transaction_pooler(dsn: str) -> None:
+    """Stop, before connecting, at a DSN that names Supabase's transaction pooler."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return  # open_connection says what is wrong with it
+    if str(params.get("port", "")).split(",")[0] == TRANSACTION_POOLER_PORT:
+        raise ConfigError(
+            f"{mask_dsn(dsn)} is a transaction pooler (port {TRANSACTION_POOLER_PORT}): "
+            f"{POOLER_ADVICE}"
+        )
+
+
 def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[Any]:
     """Connect to ``dsn``; failures become TargetError (TargetUnavailable when the server
     did not answer: a run retries those), without the password."""
     from psycopg.conninfo import conninfo_to_dict
 
+    check_not_transaction_pooler(dsn)
     try:
         # The DSN's own options (a search_path, a role) stay; ours come after them.
         # If this machine dies, the server notices within about two minutes and frees
@@ -50,6 +76,11 @@ def open_connection(dsn: str, application_name: str = "vec2pg") -> Connection[An
         _check_client_connection(conn)
         return conn
     except psycopg.OperationalError as exc:
+        if "unsupported startup parameter" in str(exc):  # PgBouncer's own answer
+            raise ConfigError(
+                f"{mask_dsn(dsn)} is a connection pooler (PgBouncer: {first_line(exc)}): "
+                f"{POOLER_ADVICE}"
+            ) from exc
         raise TargetUnavailable(
             f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {first_line(exc)}"
         ) from exc

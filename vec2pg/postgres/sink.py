@@ -54,8 +54,9 @@ from vec2pg.postgres.plan import (
     read_facts,
     write_table,
 )
+from vec2pg.postgres.size import SizeEstimate, estimate, free_bytes
 from vec2pg.postgres.state import DONE, SETUP_LOCK, State, lock_key, status
-from vec2pg.records import Cursor, SourceInfo
+from vec2pg.records import Cursor, Record, SourceInfo
 from vec2pg.rejects import RejectsFile
 
 if TYPE_CHECKING:
@@ -249,6 +250,15 @@ class PostgresSink:
             "columns": dict(zip(layout.column_names, layout.sql_types, strict=True)),
             "ddl": [statement.as_string(conn) for statement in decision.statements],
         }
+
+    def estimate_size(
+        self, info: SourceInfo, rows: int, sample: list[Record]
+    ) -> tuple[SizeEstimate, int | None]:
+        """About how much disk ``rows`` records like ``sample`` take (table, key, indexes),
+        and the free space where PostgreSQL keeps its data, if it can be known."""
+        layout = self.layout_for(info)
+        with self.translate(f"estimating the size of {layout.display}"):
+            return estimate(layout, rows, sample, self.index), free_bytes(self.conn)
 
     def begin(self, info: SourceInfo, namespaces: list[str] | None) -> TargetRun:
         """Lock the target, prepare it, and start (or resume) a run on it.
