@@ -94,6 +94,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
+from wire_http import Handler
 
 _orjson: Any
 try:  # a dependency of the pinecone SDK; optional here
@@ -1033,45 +1034,10 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     index_name: str | None
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _HTTPServer
     _accounted: bool = True
     _endpoint: str = "other"
-
-    def setup(self) -> None:
-        super().setup()
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        with self.server.owner._lock:
-            self.server.owner._sockets.add(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.owner._lock:
-                self.server.owner._sockets.discard(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
 
     def _send(
         self,

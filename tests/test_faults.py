@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,8 +203,11 @@ def test_a_signal_stops_the_run_saying_what_is_committed_and_the_same_command_re
     else:
         pytest.fail("processes of the stopped run are left")
 
-    again = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+    assert re.search(
+        r" \(resuming: [0-9,]+ are in the table from the interrupted run\)$", again.stderr, re.M
+    )
     assert f"(resumed an interrupted run: {records:,} records in all, " in again.stdout
     assert count_rows(target, "idx") == (records, records)
 

@@ -11,7 +11,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,8 @@ def seed(storage: Path, name: str, distance: m.Distance, n: int, dim: int, seed:
 def migrated(target, storage: Path, name: str, **sink_options: Any) -> Iterator[PostgresSink]:
     """Migrate the collection through the real sink; yield the sink, still connected."""
     with PostgresSink(target.dsn, schema=target.schema, **sink_options) as sink:
-        migrate(QdrantSource(name, path=str(storage)), sink)
+        with closing(QdrantSource(name, path=str(storage))) as source:
+            migrate(source, sink)
         yield sink
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vec2pg.cli import main
-from vec2pg.errors import ConfigError
+from vec2pg.errors import ConfigError, ExitCode
 from vec2pg.sources import QDRANT, Argument, SourceSpec, registry
 
 PLUGIN = '''
@@ -128,7 +129,7 @@ def test_a_plugin_adds_a_source_through_the_entry_point_group(tmp_path, target) 
         target.schema,
     )
 
-    assert "memory    Copy made-up records into PostgreSQL." in listed.stdout
+    assert re.search(r"^\s*memory\s+Copy made-up records into PostgreSQL\.$", listed.stdout, re.M)
     assert helped.returncode == 0
     assert "Usage: vec2pg memory [OPTIONS] COLLECTION" in helped.stdout
     assert "--count N" in helped.stdout and "--dsn DSN" in helped.stdout
@@ -224,12 +225,33 @@ def test_debug_is_read_from_the_command_not_from_the_raw_arguments(tmp_path, cap
     """--debug is the command's option: a table named "--debug" does not turn it on."""
     args = ["qdrant", "docs", "--path", str(tmp_path), "--dsn", "postgresql://x"]
 
-    assert main([*args, "--debug"]) == 3
+    assert main([*args, "--debug"]) == ExitCode.TARGET
     assert "Traceback (most recent call last)" in capsys.readouterr().err
-    assert main([*args, "--table", "--debug"]) == 3
+    assert main([*args, "--table", "--debug"]) == ExitCode.TARGET
     assert "Traceback" not in capsys.readouterr().err
 
 
 def test_the_registry_names_the_extra_of_each_built_in_source() -> None:
     assert QDRANT.extra == "qdrant" and QDRANT.requires == ("qdrant_client",)
     assert {spec.name for spec in registry().values()} >= {"qdrant", "pinecone", "jsonl"}
+
+
+def test_every_source_names_an_extra_that_pip_knows_and_the_test_extra_installs() -> None:
+    """``pip install 'vec2pg[<extra>]'``, as the error for a missing SDK says, is a real
+    extra; and ``[test]`` (through ``[all]``) installs every one of them."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    named = {spec.extra for spec in registry().values() if spec.extra}
+    (everything,) = extras["all"]
+    installed = set(everything.removeprefix("vec2pg[").removesuffix("]").split(","))
+
+    assert named <= extras.keys()
+    assert "vec2pg[all]" in extras["test"]
+    # An extra that [all] leaves out requires only what [all] installs (milvus: pymilvus,
+    # which milvus-lite requires too).
+    covered = {req for extra in installed for req in extras[extra]}
+    for extra in named - installed:
+        assert set(extras[extra]) <= covered, extra

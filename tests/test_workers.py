@@ -65,7 +65,7 @@ def test_an_answer_that_cannot_be_read_is_the_sources_error_in_the_calling_proce
 
 @pytest.mark.parametrize(
     ("cpus", "records", "expected"),
-    [(1, 10**6, 0), (2, 19_999, 0), (2, 20_000, 2), (8, 10**6, 4), (2, None, 0)],
+    [(1, 10**6, 0), (2, 19_999, 0), (2, 20_000, 2), (8, 10**6, 4), (2, None, 2), (1, None, 0)],
 )
 def test_processes_are_used_for_large_collections_on_several_cpus(
     monkeypatch, cpus, records, expected

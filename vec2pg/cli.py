@@ -12,6 +12,7 @@ keys, DSN passwords) are scrubbed from everything printed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -115,8 +116,40 @@ TARGET = (
         type=bool,
         default=False,
     ),
-    Option("schema", ("--schema",), "Target schema.", default="vec2pg", metavar="NAME"),
+    Option(
+        "schema",
+        ("--schema",),
+        "Target schema. Default: vec2pg (vecs with --layout vecs).",
+        metavar="NAME",
+    ),
     Option("table", ("--table",), "Target table. Default: the collection's name.", metavar="NAME"),
+)
+#: The table's shape: the run's and verify's alike.
+SHAPE = (
+    Option(
+        "layout",
+        ("--layout",),
+        "The table's shape: vec2pg's (every vector its own column, namespaces in one table) "
+        "or a Supabase vecs collection (id, vec, metadata in schema vecs; one table per "
+        "namespace), which vecs opens as it is.",
+        default="vec2pg",
+        choices=("vec2pg", "vecs"),
+    ),
+    Option(
+        "vector",
+        ("--vector",),
+        "With --layout vecs: the dense vector the collection holds, when the source has more "
+        "than one vector.",
+        metavar="NAME",
+    ),
+    Option(
+        "id_type",
+        ("--id-type",),
+        "The id column's type: text (any id), or bigint where every id is an integer (WHERE "
+        "id = 5, ORDER BY id in number order). Default: bigint for sources whose ids are all "
+        "integers (Milvus's int64 keys), else text.",
+        choices=("text", "bigint"),
+    ),
 )
 CONCURRENCY = Option(
     "concurrency",
@@ -141,8 +174,9 @@ PROCESSES = Option(
     "processes",
     ("--processes",),
     "Processes that decode the records read, where the source's answers allow it "
-    "(Pinecone). Default: one per CPU (up to 4; none on a single CPU) for 20,000 records or "
-    "more. 0: the reading threads decode.",
+    "(Pinecone, Qdrant, S3 Vectors, Supabase Vector Buckets, Elasticsearch, OpenSearch). "
+    "Default: one per CPU (up to 4; none on a single CPU) for 20,000 records or more. "
+    "0: the reading threads decode.",
     type=int,
     metavar="N",
     min=0,
@@ -313,7 +347,8 @@ def _command_function(
     spec: SourceSpec, options: Sequence[Option], run: Callable[[SourceSpec, dict[str, Any]], int]
 ) -> Callable[..., int]:
     """A command function for Typer: ``spec``'s argument, then ``options``."""
-    names = [spec.argument.name, *(option.name for option in options)]
+    collection = [spec.collection.name] if spec.collection is not None else []
+    names = [spec.argument.name, *collection, *(option.name for option in options)]
     if len(set(names)) != len(names):
         raise ConfigError(f"source {spec.name!r} declares an option that vec2pg already has")
     argument = inspect.Parameter(
@@ -340,21 +375,66 @@ def _command_function(
             if option.secret:
                 _secret(value)
             values[option.name] = value
-        return run(spec, values)
+        # Usage errors first: before the target, or the source, is waited on.
+        spec.check_options(values[spec.argument.name], _source_options(spec, values))
+        return _each_collection(spec, values, run)
 
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [argument, *map(_parameter, options)]
+        [argument, *_collection_argument(spec), *map(_parameter, options)]
     )
     command.__doc__ = f"{spec.summary}\n\n{spec.description}"
     command.__name__ = spec.name
     return command
 
 
+def _collection_argument(spec: SourceSpec) -> list[inspect.Parameter]:
+    """The optional second argument of a source that has one (an index of a bucket)."""
+    if spec.collection is None:
+        return []
+    return [
+        inspect.Parameter(
+            spec.collection.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=typer.Argument(
+                None,
+                metavar=f"[{spec.collection.metavar}]",
+                help=spec.collection.help,
+                show_default=False,
+            ),
+            annotation=str | None,
+        )
+    ]
+
+
+def _each_collection(
+    spec: SourceSpec, values: dict[str, Any], run: Callable[[SourceSpec, dict[str, Any]], int]
+) -> int:
+    """``run`` the command once; or, for a source whose collection argument is left out (a
+    bucket without an index), once per collection the source lists, each into a table of
+    its own: the worst exit code of them. An error stops at the collection it happened in;
+    the same command then resyncs the ones before and goes on."""
+    if spec.collection is None or values[spec.collection.name] is not None:
+        return run(spec, values)
+    from vec2pg.reading import Retrier, RetryPolicy
+
+    argument = values[spec.argument.name]
+    retrier = Retrier(RetryPolicy(attempts=values["retries"]), None, 1)
+    names = retrier.starting(spec.collections_of, argument, _source_options(spec, values))
+    if values.get("table") is not None and len(names) > 1:
+        shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+        raise ConfigError(
+            f"--table names one table, and {spec.name} {argument!r} holds {len(names)} "
+            f"({shown}): name the {spec.collection.metavar} to copy, or leave --table out "
+            "for a table each"
+        )
+    return max(run(spec, {**values, spec.collection.name: name}) for name in names)
+
+
 def _migrate_options(spec: SourceSpec) -> list[Option]:
     own = [*spec.options, *([spec.namespaces] if spec.namespaces else [])]
     writing = [o for o in WRITING if spec.complete or o.name not in COMPLETE_ONLY]
     concurrency = replace(CONCURRENCY, default=spec.concurrency)
-    return [*own, *TARGET, concurrency, RETRIES, PROCESSES, *writing, *OUTPUT]
+    return [*own, *TARGET, *SHAPE, concurrency, RETRIES, PROCESSES, *writing, *OUTPUT]
 
 
 def _verify_options(spec: SourceSpec) -> list[Option]:
@@ -364,7 +444,8 @@ def _verify_options(spec: SourceSpec) -> list[Option]:
         STRIP_NUL,
         help="The table was migrated with --strip-nul: compare metadata without NUL characters.",
     )
-    return [*own, *TARGET, concurrency, RETRIES, strip_nul, SAMPLE, *OUTPUT]
+    shape = [option for option in SHAPE if option.name != "id_type"]
+    return [*own, *TARGET, *shape, concurrency, RETRIES, strip_nul, SAMPLE, *OUTPUT]
 
 
 def _epilog(spec: SourceSpec, verb: str = "") -> str | None:
@@ -475,7 +556,10 @@ def _add_commands() -> None:
 
 
 def _source_options(spec: SourceSpec, values: dict[str, Any]) -> dict[str, Any]:
-    return {option.name: values[option.name] for option in spec.options}
+    options = {option.name: values[option.name] for option in spec.options}
+    if spec.collection is not None:
+        options[spec.collection.name] = values[spec.collection.name]
+    return options
 
 
 def _namespaces(spec: SourceSpec, values: dict[str, Any]) -> tuple[str, ...]:
@@ -522,7 +606,7 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
     """Run one migration (or its dry run); return the exit code."""
     from vec2pg.pipeline import Options, RetryPolicy, migrate, plan
     from vec2pg.postgres.sink import PostgresSink, SyncOptions
-    from vec2pg.progress import plan_text, summary_text
+    from vec2pg.progress import plan_text
     from vec2pg.sources.base import VerifiableSource
     from vec2pg.verify import verify
 
@@ -544,6 +628,7 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
     )
     as_json, dry_run = values["json_output"], values["dry_run"]
     events = _events(values["quiet"] or as_json or dry_run)
+    shape = _shape(values)
     with ExitStack() as stack:
         stack.callback(events.stop)
         # The target first: a wrong password is said at once, not after a slow source opens.
@@ -551,35 +636,82 @@ def _migrate(spec: SourceSpec, values: dict[str, Any]) -> int:
             sink = stack.enter_context(
                 PostgresSink(
                     dsn,
-                    schema=values["schema"],
                     table=values["table"],
                     commit_rows=values["commit_rows"],
                     sync=sync,
                     halfvec=values["halfvec"],
                     index=values["index_method"],
                     lock_timeout=values["lock_timeout"],
+                    id_type=values["id_type"],
+                    **shape,
                 )
             )
         source = stack.enter_context(closing(_open(spec, values, events)))
-        if dry_run:
-            report = plan(source, sink, options)
-            typer.echo(json.dumps(report) if as_json else plan_text(report))
-            return 0
-        summary = migrate(source, sink, options, events)
-        if values.get("verify"):
-            summary.verify = verify(
-                cast(VerifiableSource, source),
-                dsn,
-                schema=values["schema"],
-                table=values["table"],
-                namespaces=options.namespaces,
-                sample=values["sample"],
-                concurrency=options.concurrency,
-                retry=options.retry,
-                events=events,
-                strip_nul=sync.strip_nul,
-            )
-    if as_json:
+        worst = 0
+        for table, namespaces in _tables(source, values, options):
+            sink.table = table
+            run = dataclasses.replace(options, namespaces=namespaces)
+            if dry_run:
+                report = plan(source, sink, run)
+                typer.echo(json.dumps(report) if as_json else plan_text(report))
+                continue
+            summary = migrate(source, sink, run, events)
+            if values.get("verify"):
+                summary.verify = verify(
+                    cast(VerifiableSource, source),
+                    dsn,
+                    table=table,
+                    namespaces=namespaces,
+                    sample=values["sample"],
+                    concurrency=options.concurrency,
+                    retry=options.retry,
+                    events=events,
+                    strip_nul=sync.strip_nul,
+                    **shape,
+                )
+            worst = max(worst, _report(summary, values, dsn, sync))
+    return worst
+
+
+def _shape(values: dict[str, Any]) -> dict[str, Any]:
+    """The table's shape, as PostgresSink and verify take it: schema, layout, vector (verify
+    reads the id type from the table)."""
+    layout = values.get("layout") or "vec2pg"
+    return {
+        "schema": values["schema"] or ("vecs" if layout == "vecs" else "vec2pg"),
+        "layout": layout,
+        "vector": values.get("vector"),
+    }
+
+
+def _tables(source: Any, values: dict[str, Any], options: Any) -> list[tuple[str | None, Any]]:
+    """The runs of a command: one, into ``--table``; or, for a vecs collection of a source
+    with namespaces, one a namespace (vecs's ids are unique alone), each into the table
+    :func:`vec2pg.postgres.layout.vecs_table` names."""
+    if values.get("layout") != "vecs":
+        return [(values["table"], options.namespaces)]
+    from vec2pg.postgres.layout import vecs_table
+    from vec2pg.reading import Retrier, select_namespaces
+
+    info = Retrier(options.retry, None, 1).starting(source.describe)
+    if not info.namespaced:
+        return [(values["table"], options.namespaces)]
+    selected = select_namespaces(info, options.namespaces)
+    if values["table"] is not None and len(selected) > 1:
+        raise ConfigError(
+            f"--table names one vecs collection, and {info.kind} {info.collection!r} has "
+            f"{len(selected)} namespaces: name one with --namespace, or leave --table out for "
+            "a collection each"
+        )
+    base = values["table"] or info.collection
+    return [(vecs_table(base, ns.name, info.default_namespace), (ns.name,)) for ns in selected]
+
+
+def _report(summary: Any, values: dict[str, Any], dsn: str, sync: Any) -> int:
+    """Print a run's summary (and what to do about what it found); return its exit code."""
+    from vec2pg.progress import summary_text
+
+    if values["json_output"]:
         typer.echo(json.dumps(summary.as_dict()))
     else:
         typer.echo(summary_text(summary))
@@ -620,7 +752,6 @@ def _verify_only(spec: SourceSpec, values: dict[str, Any]) -> int:
         report = verify(
             cast(VerifiableSource, source),
             dsn,
-            schema=values["schema"],
             table=values["table"],
             namespaces=_namespaces(spec, values),
             sample=values["sample"],
@@ -628,6 +759,7 @@ def _verify_only(spec: SourceSpec, values: dict[str, Any]) -> int:
             retry=RetryPolicy(attempts=values["retries"]),
             events=events,
             strip_nul=values["strip_nul"],
+            **_shape(values),
         )
     typer.echo(json.dumps(report.as_dict()) if as_json else report.text())
     return int(report.exit_code)

@@ -120,6 +120,12 @@ class SourceInfo:
     #: ``uri``), in the table's order: each becomes a ``text`` column, and a record's
     #: :attr:`Record.texts` holds its values by these names.
     texts: tuple[str, ...] = ()
+    #: The namespace that stands for "no namespace" (Pinecone's ``__default__``): a vecs
+    #: collection of it keeps the collection's plain name.
+    default_namespace: str = ""
+    #: Every id is an integer (Milvus's int64 keys): the table's id is then ``bigint``,
+    #: unless ``--id-type text`` says otherwise.
+    integer_ids: bool = False
     #: What the user should know of this source before trusting the copy (what it cannot
     #: give back exactly, say): said once when the run starts.
     notes: tuple[str, ...] = ()

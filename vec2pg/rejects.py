@@ -9,7 +9,9 @@ again on its own: ``vec2pg jsonl FILE``); each further line is one record::
      "vectors": {"": [0.1, NaN, 0.3, 0.4]}, "metadata": {"title": "..."}}
 
 Dense vectors are lists, multivectors lists of lists, sparse vectors
-``{"indices": [...], "values": [...]}``. Values JSON cannot spell are written as
+``{"indices": [...], "values": [...]}``. A source with text fields (Chroma's documents)
+names them in the header (``"texts": ["document", "uri"]``) and each line holds their
+values (``"texts": {"document": "...", "uri": null}``). Values JSON cannot spell are written as
 JavaScript spells them (``NaN``, ``Infinity``), which Python's json module reads back.
 Lines are flushed to disk before the transaction that skipped them commits, so a crash
 can repeat a line (the reload merges it once) but never lose one.
@@ -64,6 +66,8 @@ class RejectsFile:
             "vectors": {name: _plain(value) for name, value in record.vectors.items()},
             "metadata": record.metadata,
         }
+        if record.texts:
+            line["texts"] = dict(record.texts)
         text = json.dumps(line, ensure_ascii=False, default=repr)
         try:
             text.encode()
@@ -127,13 +131,24 @@ def _first_line(path: Path) -> dict[str, Any] | None:
 
 
 def header(info: SourceInfo) -> dict[str, Any]:
-    return {
+    head = {
         "vec2pg_rejects": FORMAT_VERSION,
         "source": info.kind,
         "collection": info.collection,
         "namespaced": info.namespaced,
         "fields": [f.as_dict() for f in info.fields],
     }
+    if info.texts:  # only then: the headers of sources without text fields stay as they were
+        head["texts"] = list(info.texts)
+    return head
+
+
+def texts_from(head: dict[str, Any]) -> tuple[str, ...]:
+    """The text fields a rejects file's header names; ValueError if they are not names."""
+    texts = head.get("texts", [])
+    if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
+        raise ValueError(f"the text fields {texts!r} are not a list of names")
+    return tuple(texts)
 
 
 def fields_from(head: dict[str, Any]) -> tuple[VectorField, ...]:
@@ -186,12 +201,20 @@ def record_from(line: dict[str, Any], fields: dict[str, VectorField]) -> Record:
             problems.append(
                 str(exc) if isinstance(exc, ValueError) else f"vector {name!r} is malformed"
             )
+    texts = line.get("texts") or {}
+    if not isinstance(texts, dict):
+        problems.append("its text fields are not an object")
+        texts = {}
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            problems.append(f"the text field {name!r} is not text")
     return Record(
         str(line["id"]),
         vectors,
         line.get("metadata"),
         str(line.get("namespace", "")),
         invalid="; ".join(problems) or None,
+        texts=texts,
     )
 
 

@@ -11,9 +11,9 @@ Three checks, namespace by namespace:
   past (reservoir sampling), are fetched from the source and compared field by field
   with their rows: vectors exactly as float32 (within half precision for a ``halfvec``
   column, and after normalising both for a cosine vector, since Qdrant normalises those
-  on upsert), sparse vectors as sorted non-zero entries (as the sink stores them), and
-  metadata as JSON values (``2020`` equals ``2020.0``: Pinecone returns every number as
-  a float).
+  on upsert), sparse vectors as sorted non-zero entries (as the sink stores them), text
+  fields (Chroma's documents) as text, and metadata as JSON values (``2020`` equals
+  ``2020.0``: Pinecone returns every number as a float).
 
 The source only lists and fetches (:class:`~vec2pg.sources.base.VerifiableSource`);
 transient failures are retried as a migration retries them. Nothing is written to the
@@ -37,7 +37,7 @@ import numpy as np
 from vec2pg.errors import ConfigError, ExitCode
 from vec2pg.postgres.compare import StoredColumn, TargetTable
 from vec2pg.postgres.encode import without_nul
-from vec2pg.postgres.layout import layout_for
+from vec2pg.postgres.layout import TextColumn, layout_for
 from vec2pg.reading import (
     SPLIT_IN_FLIGHT,
     Chain,
@@ -246,6 +246,8 @@ def verify(
     retry: RetryPolicy | None = None,
     events: RetryEvents | None = None,
     strip_nul: bool = False,
+    layout: str = "vec2pg",
+    vector: str | None = None,
 ) -> VerifyReport:
     """Compare ``source`` with the table it was migrated into, and report every difference.
 
@@ -269,10 +271,15 @@ def verify(
     retrier = Retrier(retry or RetryPolicy(), events, concurrency)
     info = retrier.starting(source.describe)
     selected = select_namespaces(info, namespaces)
-    layout = layout_for(info, schema, table)
-    report = VerifyReport(info.kind, info.collection, layout.display, info.namespaced)
-    with TargetTable(dsn, layout) as target:
+    shape = layout_for(info, schema, table, style=layout, vector=vector)
+    report = VerifyReport(info.kind, info.collection, shape.display, info.namespaced)
+    with TargetTable(dsn, shape) as target:
         held = target.counts([ns.name for ns in selected] if namespaces else None)
+        if info.namespaced and not shape.namespaced:
+            # A vecs collection holds one namespace of the source, and no namespace column.
+            if len(selected) != 1:
+                raise ConfigError("a vecs collection holds one namespace: name it with --namespace")
+            held = {selected[0].name: held.get("", 0)}
         for ns in selected:
             check = report.namespaces[ns.name] = NamespaceCheck(target_count=held.get(ns.name, 0))
             chains = [
@@ -380,7 +387,9 @@ def _compare_sample(
             check.sampled += 1
             check.mismatched += [
                 Mismatch(record_id, namespace, column, reason)
-                for column, reason in _differences(target.columns, record, row, strip_nul)
+                for column, reason in _differences(
+                    target.columns, target.texts, target.folded, record, row, strip_nul
+                )
             ]
 
 
@@ -388,15 +397,32 @@ def _compare_sample(
 
 
 def _differences(
-    columns: Sequence[StoredColumn], record: Record, row: dict[str, Any], strip_nul: bool
+    columns: Sequence[StoredColumn],
+    texts: Sequence[TextColumn],
+    folded: Sequence[str],
+    record: Record,
+    row: dict[str, Any],
+    strip_nul: bool,
 ) -> Iterator[tuple[str, str]]:
-    """(column, reason) for every field of ``record`` that its ``row`` does not hold."""
+    """(column, reason) for every field of ``record`` that its ``row`` does not hold
+    (``folded``: text fields the table keeps in its metadata, as a vecs collection does)."""
     for column in columns:
         vector = column.vector
         reason = _vector_difference(record.vectors.get(vector.field.name), row[vector.name], column)
         if reason is not None:
             yield vector.name, reason
+    for text in texts:
+        want = record.texts.get(text.field)
+        if strip_nul and isinstance(want, str):
+            want = want.replace("\x00", "")
+        if want != row[text.name]:
+            yield text.name, f"source {_short(want)}, table {_short(row[text.name])}"
     metadata = record.metadata
+    if folded:
+        metadata = {
+            **(metadata or {}),
+            **{n: record.texts[n] for n in folded if record.texts.get(n)},
+        }
     if strip_nul and metadata is not None:
         metadata = without_nul(metadata)
     # No metadata and an empty object are the same to every source; Qdrant's scroll and

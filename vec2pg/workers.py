@@ -51,9 +51,11 @@ _decoded = 0
 
 def default_count(records: int | None) -> int:
     """How many processes to decode ``records`` records with: none for a small
-    collection or a single CPU, else one per CPU up to :data:`MAX_PROCESSES`."""
+    collection or a single CPU, else one per CPU up to :data:`MAX_PROCESSES`. An unknown
+    count (None) is a large collection: a source counts exactly what it can count cheaply
+    (S3 Vectors, up to 512,000 vectors), and says None only beyond that."""
     cpus = available_cpus()
-    if cpus < 2 or (records or 0) < MIN_RECORDS:
+    if cpus < 2 or (records is not None and records < MIN_RECORDS):
         return 0
     return min(cpus, MAX_PROCESSES)
 

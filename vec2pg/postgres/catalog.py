@@ -53,6 +53,15 @@ def column_types(conn: Connection[Any], schema: str, table: str) -> dict[str, st
     return dict(rows)
 
 
+def id_type(conn: Connection[Any], schema: str, table: str) -> str | None:
+    """The ``--id-type`` a table's ``id`` column has (``text``, which a vecs collection's
+    ``character varying`` is too, or ``bigint``); None without such a table or column."""
+    if not table_exists(conn, schema, table):
+        return None
+    held = column_types(conn, schema, table).get("id")
+    return {"bigint": "bigint", "text": "text", "character varying": "text"}.get(held or "")
+
+
 def has_primary_key(conn: Connection[Any], schema: str, table: str) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p')",

@@ -20,7 +20,7 @@ from vec2pg.errors import TargetStateError
 from vec2pg.masking import mask_dsn
 from vec2pg.postgres import catalog
 from vec2pg.postgres.connection import open_connection, translate_errors
-from vec2pg.postgres.layout import TableLayout, VectorColumn
+from vec2pg.postgres.layout import TableLayout, TextColumn, VectorColumn
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -51,6 +51,16 @@ class TargetTable:
         if self._conn is None:
             raise RuntimeError("use TargetTable as a context manager")
         return self._conn
+
+    @property
+    def folded(self) -> tuple[str, ...]:
+        """The source's text fields the table keeps in its metadata (a vecs collection)."""
+        return self._layout.folded
+
+    @property
+    def texts(self) -> tuple[TextColumn, ...]:
+        """The text columns (the source's text fields)."""
+        return self._layout.texts
 
     def __enter__(self) -> TargetTable:
         layout = self._layout
@@ -90,6 +100,9 @@ class TargetTable:
         }
         for vector in layout.vectors:
             accepted[vector.name].add(dataclasses.replace(vector, halfvec=True).sql_type)
+        # Ids compare as text whatever the table keeps them as: a collection vecs itself
+        # created has character varying ids, and --id-type bigint makes them bigint.
+        accepted["id"] |= {"text", "character varying", "bigint"}
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
         wrong = [
             f"{name} {wanted[name]} (the table has {held.get(name) or 'no such column'})"
@@ -101,6 +114,9 @@ class TargetTable:
                 f"table {layout.display} was not migrated from this source: it needs "
                 f"{'; '.join(wrong)}; name the right table with --schema and --table"
             )
+        self._layout = dataclasses.replace(
+            layout, id_type="bigint" if held["id"] == "bigint" else "text"
+        )
         return [
             StoredColumn(vector, held[vector.name].startswith("halfvec"))
             for vector in layout.vectors
@@ -146,7 +162,7 @@ class TargetTable:
         and the first ``shown`` of them in byte order."""
         return self._one_sided(
             "SELECT s.id FROM {ids} AS s WHERE NOT EXISTS "
-            "(SELECT FROM {table} AS t WHERE {in_namespace}t.id = s.id)",
+            "(SELECT FROM {table} AS t WHERE {in_namespace}{t_id} = s.id)",
             namespace,
             shown,
         )
@@ -154,8 +170,8 @@ class TargetTable:
     def extra(self, namespace: str, shown: int) -> tuple[int, list[str]]:
         """Rows of the table whose ids the source did not list (as :meth:`missing`)."""
         return self._one_sided(
-            "SELECT t.id FROM {table} AS t WHERE {in_namespace}NOT EXISTS "
-            "(SELECT FROM {ids} AS s WHERE s.id = t.id)",
+            "SELECT {t_id} AS id FROM {table} AS t WHERE {in_namespace}NOT EXISTS "
+            "(SELECT FROM {ids} AS s WHERE s.id = {t_id})",
             namespace,
             shown,
         )
@@ -168,7 +184,9 @@ class TargetTable:
             # Byte order, whatever the database's collation: the order Pinecone lists in.
             'ARRAY(SELECT id FROM found ORDER BY id COLLATE "C" LIMIT %(shown)s)'
         ).format(
-            sql.SQL(ids_query).format(ids=_IDS, table=layout.qualified, in_namespace=in_namespace)
+            sql.SQL(ids_query).format(
+                ids=_IDS, table=layout.qualified, in_namespace=in_namespace, t_id=self._text_id
+            )
         )
         with self._translate(f"comparing ids with {layout.display}"):
             row = self.conn.execute(query, {"namespace": namespace, "shown": shown}).fetchone()
@@ -178,19 +196,28 @@ class TargetTable:
     def rows(self, namespace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The rows of these ids in ``namespace``, by id: each column's value by name."""
         layout = self._layout
-        names = ["id", *(c.vector.name for c in self.columns), "metadata"]
+        texts = (t.name for t in layout.texts)
+        names = ["id", *(c.vector.name for c in self.columns), *texts, "metadata"]
         in_namespace = "namespace = %(namespace)s AND " if layout.namespaced else ""
         query = sql.SQL("SELECT {} FROM {} WHERE {}id = ANY(%(ids)s)").format(
             sql.SQL(", ").join(map(sql.Identifier, names)),
             layout.qualified,
             sql.SQL(in_namespace),
         )
+        keys: list[Any] = list(ids)
+        if layout.id_type == "bigint":  # ids that are no integers are no rows
+            keys = [int(i) for i in ids if i.lstrip("-").isdigit()]
         with self._translate(f"reading sampled rows of {layout.display}"):
             # Binary: pgvector's loaders then read each float exactly as stored.
             cursor = self.conn.cursor(binary=True)
-            fetched = cursor.execute(query, {"namespace": namespace, "ids": list(ids)}).fetchall()
+            fetched = cursor.execute(query, {"namespace": namespace, "ids": keys}).fetchall()
             self.conn.commit()
         return {str(values[0]): dict(zip(names, values, strict=True)) for values in fetched}
+
+    @property
+    def _text_id(self) -> sql.Composable:
+        """The table's id as the text the source's ids are compared with."""
+        return sql.SQL("t.id::text" if self._layout.id_type == "bigint" else "t.id")
 
     def _translate(self, doing: str) -> AbstractContextManager[None]:
         return translate_errors(self._dsn, doing)

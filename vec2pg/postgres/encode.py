@@ -21,6 +21,7 @@ import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,14 +115,17 @@ class PageEncoder:
         rows: list[bytes] = []
         rejected: list[tuple[Record, str]] = []
         altered = 0
-        for record in records:
-            try:
-                row, changed = self._encode(record)
-            except InvalidRecord as exc:
-                rejected.append((record, exc.reason))
-                continue
-            rows.append(row)
-            altered += changed
+        # A sum of squares of large (finite) float32 values overflows to inf, which is how
+        # _check_finite learns to look closer: not worth numpy's warning.
+        with np.errstate(over="ignore"):
+            for record in records:
+                try:
+                    row, changed = self._encode(record)
+                except InvalidRecord as exc:
+                    rejected.append((record, exc.reason))
+                    continue
+                rows.append(row)
+                altered += changed
         return EncodedRows(b"".join(rows), len(rows), altered, rejected)
 
 
@@ -137,20 +141,25 @@ def row_encoder(
 ) -> RowEncoder:
     """Return a function that checks a record and returns its binary COPY row for ``layout``.
 
-    With ``strip_nul``, NUL characters are removed from metadata strings and keys (the
-    record then counts as altered); otherwise a NUL is a reason to refuse the record.
+    With ``strip_nul``, NUL characters are removed from metadata strings and keys and from
+    text fields (the record then counts as altered); otherwise a NUL is a reason to refuse
+    the record.
     """
     oids = type_oids or {}
     checks = [(column.field.name, _vector_check(column, oids)) for column in layout.vectors]
-    known = {column.field.name for column in layout.vectors}
+    known = {column.field.name for column in layout.vectors} | set(layout.dropped)
+    text_fields = [column.field for column in layout.texts]
+    known_texts = set(text_fields) | set(layout.folded)
     count = _FIELD_COUNT.pack(len(layout.column_names))
+    check_id = _check_bigint if layout.id_type == "bigint" else partial(_check_text, what="id")
+    vecs = layout.style == "vecs"
 
     def encode(record: Record) -> tuple[bytes, bool]:
         altered = False
         if record.invalid is not None:
             raise InvalidRecord(record.id, record.namespace, record.invalid)
         try:
-            row: list[bytes | None] = [_check_text(record.id, "id")]
+            row: list[bytes | None] = [check_id(record.id)]
             if layout.namespaced:
                 row.append(_check_text(record.namespace, "namespace"))
             extra = record.vectors.keys() - known
@@ -158,14 +167,33 @@ def row_encoder(
                 names = ", ".join(sorted(repr(n) for n in extra))
                 raise ValueError(f"has vectors the source did not describe: {names}")
             vectors = [record.vectors.get(name) for name, _ in checks]
+            if vecs and vectors[0] is None:
+                raise ValueError(
+                    f"has no vector {checks[0][0] or '(default)'!r}, which a vecs collection "
+                    "needs (vec is NOT NULL)"
+                )
             if checks and all(value is None for value in vectors):
                 raise ValueError("has no vector at all")
             for (_, check), value in zip(checks, vectors, strict=True):
                 row.append(None if value is None else check(value))
+            texts = record.texts
+            if texts:
+                extra = texts.keys() - known_texts
+                if extra:
+                    names = ", ".join(sorted(repr(n) for n in extra))
+                    raise ValueError(f"has text fields the source did not describe: {names}")
+            for name in text_fields:
+                text = texts.get(name)
+                if strip_nul and isinstance(text, str) and "\x00" in text:
+                    text, altered = text.replace("\x00", ""), True
+                row.append(None if text is None else _text_field(text, name))
             metadata = record.metadata
+            if vecs:  # NOT NULL in vecs; the text fields join it there
+                folded = {name: texts.get(name) for name in layout.folded if texts.get(name)}
+                metadata = {**(metadata or {}), **folded}
             if strip_nul and metadata is not None:
                 cleaned = without_nul(metadata)
-                altered = cleaned != metadata
+                altered = altered or cleaned != metadata
                 metadata = cleaned
             row.append(_metadata(metadata))
         except ValueError as exc:
@@ -197,6 +225,24 @@ def without_nul(value: Any) -> Any:
     return value
 
 
+#: int64's bounds, for a bigint id.
+_INT64 = (-(2**63), 2**63 - 1)
+_BIGINT = struct.Struct(">q")
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+
+
+def _check_bigint(value: str) -> bytes:
+    """An id as PostgreSQL's binary bigint (``--id-type bigint``)."""
+    # Only an integer's own spelling: "007" or "1_000" are other ids than 7 and 1000.
+    number = int(value) if _INTEGER.fullmatch(value) else None
+    if number is None or not _INT64[0] <= number <= _INT64[1]:
+        raise ValueError(
+            f"the id {value!r} is not a 64-bit integer, and the table's id is bigint "
+            "(--id-type text keeps every id)"
+        )
+    return _BIGINT.pack(number)
+
+
 def _check_text(value: str, what: str) -> bytes:
     if not value and what == "id":
         raise ValueError("the id is empty")
@@ -209,6 +255,23 @@ def _check_text(value: str, what: str) -> bytes:
     if what == "id" and len(data) > MAX_ID_BYTES:
         raise ValueError(f"the id is {len(data)} bytes; the most a key may hold is {MAX_ID_BYTES}")
     return data
+
+
+def _text_field(value: Any, name: str) -> bytes:
+    """A text field's value as PostgreSQL text (binary COPY's text is its UTF-8 bytes)."""
+    if not isinstance(value, str):
+        raise ValueError(f"the text field {name!r} is a {type(value).__name__}, not text")
+    if "\x00" in value:
+        raise ValueError(
+            f"the text field {name!r} contains a NUL character, which PostgreSQL text cannot "
+            "hold (--strip-nul removes them)"
+        )
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"the text field {name!r} is not valid Unicode (it holds a lone surrogate)"
+        ) from None
 
 
 def _metadata(metadata: dict[str, Any] | None) -> bytes | None:

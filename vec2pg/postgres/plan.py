@@ -165,7 +165,14 @@ def decide(
     empty = True
     if facts.table and not sync.replace:
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
-        if facts.columns != wanted:
+        if _normalised(facts.columns) != wanted:
+            if _original(facts.columns):
+                raise TargetStateError(
+                    f'table {layout.display} is the original vec2pg\'s ("values" vector, '
+                    f"metadata json), and this vec2pg writes {_columns(wanted)}: --replace "
+                    'rebuilds it (see the README, "Upgrading from the original vec2pg"), '
+                    "or name another --table"
+                )
             raise TargetStateError(
                 f"table {layout.display} has columns {_columns(facts.columns)}, but this source "
                 f"needs {_columns(wanted)}: use --replace to rebuild it, or another --table"
@@ -208,8 +215,11 @@ def table_statements(
 ) -> list[sql.Composed]:
     """CREATE TABLE and the comments that record each vector's source and metric."""
     target = sql.Identifier(layout.schema, table)
+    constraints = layout.constraints
     columns: list[sql.Composable] = [
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+        sql.SQL("{} {}{}").format(
+            sql.Identifier(name), sql.SQL(kind), sql.SQL(constraints.get(name, ""))
+        )
         for name, kind in zip(layout.column_names, layout.sql_types, strict=True)
     ]
     options = sql.SQL("")
@@ -253,6 +263,20 @@ def lock_held(
 def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     changed = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
     return "; ".join(f"{key} was {saved.get(key)!r}, now {now.get(key)!r}" for key in changed[:3])
+
+
+def _normalised(columns: dict[str, str]) -> dict[str, str]:
+    """A table's columns with a ``character varying`` id as ``text``: vecs creates its
+    collections' ids so, and vec2pg writes into them as into its own."""
+    if columns.get("id") == "character varying":
+        return {**columns, "id": "text"}
+    return columns
+
+
+def _original(columns: dict[str, str]) -> bool:
+    """A table the original vec2pg (2024.6) made: ``id``, an untyped ``values vector``,
+    ``metadata json`` (and Pinecone's ``namespace``)."""
+    return columns.get("values") == "vector" and columns.get("metadata") == "json"
 
 
 def _columns(columns: dict[str, str]) -> str:

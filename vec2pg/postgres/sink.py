@@ -23,6 +23,7 @@ left it. A PostgreSQL advisory lock per target keeps a second run out.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from vec2pg.errors import (
     ConfigError,
@@ -134,9 +136,13 @@ class PostgresSink:
         halfvec: bool = False,
         index: IndexMethod | None = None,
         lock_timeout: float | None = None,
+        id_type: str | None = None,
+        layout: str = "vec2pg",
+        vector: str | None = None,
     ) -> None:
         """``lock_timeout``: seconds a statement may wait for a lock another session holds
-        (None: as long as it takes, as PostgreSQL waits)."""
+        (None: as long as it takes, as PostgreSQL waits). ``id_type``, ``layout`` and
+        ``vector``: the table's shape (see :func:`vec2pg.postgres.layout.layout_for`)."""
         if commit_rows < 1:
             raise ConfigError(f"--commit-rows must be at least 1, not {commit_rows}")
         self.dsn = dsn
@@ -149,6 +155,9 @@ class PostgresSink:
         if lock_timeout is not None and lock_timeout <= 0:
             raise ConfigError(f"--lock-timeout must be more than 0 seconds, not {lock_timeout}")
         self.lock_timeout = lock_timeout
+        self.id_type = id_type
+        self.style = layout
+        self.vector = vector
         #: The layout of the last run's table (or dry run's).
         self.layout: TableLayout | None = None
         self._conn: Connection[Any] | None = None
@@ -183,8 +192,23 @@ class PostgresSink:
         if self._rejects is not None:
             self._rejects.close()
         if self._conn is not None:
+            self._release_locks(self._conn)
             self._conn.close()
             self._conn = None
+
+    @staticmethod
+    def _release_locks(conn: psycopg.Connection[Any]) -> None:
+        """Give up the target's lock before closing: the server ends a closed session (and
+        frees its locks) a moment later, and the next run must not find it still held."""
+        idle = (TransactionStatus.IDLE, TransactionStatus.INTRANS, TransactionStatus.INERROR)
+        if conn.closed or conn.broken or conn.info.transaction_status not in idle:
+            return
+        try:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock_all()")
+            conn.commit()
+        except psycopg.Error:
+            pass  # then the server frees them as the session ends
 
     def __enter__(self) -> PostgresSink:
         self.connect()
@@ -221,8 +245,24 @@ class PostgresSink:
     # -- planning -----------------------------------------------------------------------
 
     def layout_for(self, info: SourceInfo) -> TableLayout:
-        """The table ``info``'s records go into; checked indexable before any loading."""
-        layout = layout_for(info, self.schema, self.table, halfvec=self.halfvec)
+        """The table ``info``'s records go into; checked indexable before any loading.
+
+        Without an ``id_type``, a table that exists keeps the id type it has, replaced too
+        (a rejects file reloads into the bigint table its run made); a new one gets the
+        source's default."""
+        id_type = self.id_type
+        if id_type is None:
+            with self.translate("reading the target table's id type"), self.conn.transaction():
+                id_type = catalog.id_type(self.conn, self.schema, self.table or info.collection)
+        layout = layout_for(
+            info,
+            self.schema,
+            self.table,
+            halfvec=self.halfvec,
+            id_type=id_type,
+            style=self.style,
+            vector=self.vector,
+        )
         if self.index is not None:
             check_indexable(layout, self.index)  # before hours of loading, not after
         self.layout = layout
@@ -507,6 +547,8 @@ class TargetRun:
             elif self.mode == "merge" and sink.sync.prune:
                 for namespace, deleted in self._prune().items():
                     counts.setdefault(namespace, Counts()).deleted += deleted
+            if layout.style == "vecs":
+                self._metadata_index()
             for namespace, rejected in self._state.rejected().items():
                 # A resumed run counts what its interrupted parts rejected too.
                 ns = counts.setdefault(namespace, Counts())
@@ -540,6 +582,27 @@ class TargetRun:
         self.duplicates_removed += max(0, removed)
         conn.execute(add)
 
+    def _metadata_index(self) -> None:
+        """The GIN ``jsonb_path_ops`` index on metadata that vecs gives its collections
+        (``ix_meta_<7 characters>``), unless the table has one."""
+        conn, layout = self._sink.conn, self.layout
+        row = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am am ON am.oid = c.relam JOIN pg_opclass o ON o.oid = i.indclass[0] "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = %s::regclass AND am.amname = 'gin' AND a.attname = 'metadata' "
+            "AND o.opcname = 'jsonb_path_ops')",
+            [layout.qualified.as_string(conn)],
+        ).fetchone()
+        if row and row[0]:
+            return
+        digest = hashlib.sha256(layout.table.encode()).hexdigest()[:7]
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING gin (metadata jsonb_path_ops)").format(
+                sql.Identifier(f"ix_meta_{digest}"), layout.qualified
+            )
+        )
+
     def _rename_key(self) -> None:
         """Give the swapped-in table's key the name PostgreSQL would have given it."""
         conn, layout = self._sink.conn, self.layout
@@ -567,7 +630,7 @@ class TargetRun:
             self._sink.conn.execute(
                 sql.SQL(
                     "WITH gone AS (DELETE FROM {} AS t WHERE {}NOT EXISTS (SELECT FROM {} AS s "
-                    "WHERE s.target = %s AND s.namespace = {} AND s.id = t.id) "
+                    "WHERE s.target = %s AND s.namespace = {} AND s.id = t.id::text) "
                     "RETURNING {} AS ns) SELECT ns, count(*) FROM gone GROUP BY ns"
                 ).format(layout.qualified, only, seen, namespace, namespace),
                 params,
@@ -742,8 +805,8 @@ class Loader:
         if self._record_seen:
             self._conn.execute(
                 sql.SQL(
-                    "INSERT INTO {} (target, namespace, id) SELECT %s, {}, id FROM _vec2pg_stage "
-                    "ON CONFLICT DO NOTHING"
+                    "INSERT INTO {} (target, namespace, id) "
+                    "SELECT %s, {}, id::text FROM _vec2pg_stage ON CONFLICT DO NOTHING"
                 ).format(sql.Identifier(layout.schema, "_vec2pg_seen"), namespace),
                 [layout.table],
             )

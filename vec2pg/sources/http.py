@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import difflib
 import email.utils
+import json
+import os
 import socket
+import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from vec2pg.errors import (
     RateLimited,
@@ -103,3 +108,61 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def connection_pool(
+    base: str, headers: Mapping[str, str], *, timeout: float, connections: int, ca: str | None
+) -> Any:
+    """A urllib3 pool of up to ``connections`` kept-alive connections to ``base``, sending
+    ``headers``; nothing is retried here (the pipeline retries). HTTPS is verified against
+    ``ca``, ``$SSL_CERT_FILE`` or certifi's certificates; a proxy set in the environment
+    (``HTTPS_PROXY``, ``NO_PROXY``, ...) is used as other clients use it."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    import urllib3
+
+    parts = urlsplit(base)
+    options: dict[str, Any] = {
+        "headers": dict(headers),
+        "maxsize": connections,
+        "retries": False,
+        "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+    }
+    if parts.scheme == "https":
+        import certifi
+
+        options["ca_certs"] = ca or os.environ.get("SSL_CERT_FILE") or certifi.where()
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
+#: Each thread's simdjson parser: reusing one saves allocating its buffers per answer.
+_parsers = threading.local()
+
+
+def parse_json(content: bytes) -> tuple[Any, bool]:
+    """An answer's JSON: ``(document, True)`` parsed by simdjson (lazy objects and arrays,
+    float arrays copied out without a Python float per value), or ``(value, False)`` from
+    Python's json where simdjson refuses what Python reads (text that is not Unicode,
+    integers beyond 64 bits, ``Infinity``): the sink then rejects the one record PostgreSQL
+    cannot hold, with its id, instead of the page. ValueError if it is not JSON."""
+    import simdjson
+
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        try:
+            return parser.parse(content), True
+        except RuntimeError as exc:
+            if "re-use a parser" not in str(exc):
+                raise
+            # Objects of the parser's last document are still referenced (by the traceback
+            # of an answer that failed to decode): a new parser.
+            parser = _parsers.parser = simdjson.Parser()
+            return parser.parse(content), True
+    except (ValueError, RuntimeError):
+        return json.loads(content), False

@@ -15,7 +15,7 @@ from typing import Any
 
 from vec2pg.errors import ConfigError, SourceError
 from vec2pg.records import Cursor, Namespace, Record, SourceInfo
-from vec2pg.rejects import fields_from, record_from
+from vec2pg.rejects import fields_from, record_from, texts_from
 from vec2pg.sources.base import WHOLE, Call, Page
 
 #: Records per page.
@@ -41,6 +41,10 @@ class JsonlSource:
             except (ValueError, KeyError, TypeError) as exc:
                 reason = str(exc) if isinstance(exc, ValueError) else f"no {exc} in its fields"
                 raise SourceError(f"{self.path}:1: the header's vectors: {reason}") from None
+            try:
+                texts = texts_from(head)
+            except ValueError as exc:
+                raise SourceError(f"{self.path}:1: the header's texts: {exc}") from None
             self._fields = {f.name: f for f in fields}
             counts: Counter[str] = Counter()
             for number, line in enumerate(file, start=2):
@@ -54,6 +58,7 @@ class JsonlSource:
             namespaces=tuple(Namespace(name, n) for name, n in sorted(counts.items())),
             namespaced=bool(head["namespaced"]),
             complete=False,
+            texts=texts,
         )
 
     def partitions(

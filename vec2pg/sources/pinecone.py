@@ -21,10 +21,8 @@ The default namespace is stored as ``__default__``, whichever spelling (``__defa
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +52,7 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
-from vec2pg.sources.http import names_hint, status_error, unreachable
+from vec2pg.sources.http import connection_pool, names_hint, parse_json, status_error, unreachable
 from vec2pg.sources.http import retry_after as parse_retry_after
 
 DEFAULT_NAMESPACE = "__default__"
@@ -158,6 +156,7 @@ class PineconeSource:
             namespaces=tuple(namespaces),
             namespaced=True,
             raw_pages=True,
+            default_namespace=DEFAULT_NAMESPACE,
         )
 
     def _index_host(self) -> str:
@@ -417,33 +416,15 @@ class _Http:
     """
 
     def __init__(self, host: str, api_key: str, timeout: float, connections: int) -> None:
-        import urllib.request
-        from urllib.parse import urlsplit
-
-        import urllib3
-
         self.base = base_url(host)
-        parts = urlsplit(self.base)
         headers = {
             "Api-Key": api_key,
             "X-Pinecone-Api-Version": API_VERSION,
             "Content-Type": "application/json",
         }
-        options: dict[str, Any] = {
-            "headers": headers,
-            "maxsize": connections,
-            "retries": False,
-            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
-        }
-        if parts.scheme == "https":
-            import certifi
-
-            options["ca_certs"] = os.environ.get("SSL_CERT_FILE") or certifi.where()
-        proxy = urllib.request.getproxies().get(parts.scheme)
-        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-            self._pool: Any = urllib3.ProxyManager(proxy, **options)
-        else:
-            self._pool = urllib3.PoolManager(**options)
+        self._pool: Any = connection_pool(
+            self.base, headers, timeout=timeout, connections=connections, ca=None
+        )
 
     def request(self, method: str, path: str, body: bytes | None) -> Any:
         url = f"{self.base}{path}"
@@ -493,10 +474,6 @@ def _children(parent: _Probe) -> list[str]:
     return [parent.prefix + c for c in chars]
 
 
-#: Each thread's simdjson parser: reusing one saves allocating its buffers per answer.
-_parsers = threading.local()
-
-
 def _fetching(namespace: str) -> str:
     return f"fetching records of namespace {namespace!r}"
 
@@ -517,12 +494,6 @@ def decode_fetch(index: str, namespace: str, ids: list[str], content: bytes) -> 
         ) from exc
 
 
-#: simdjson's errors for JSON that is valid but beyond it: a string that is not Unicode (a
-#: lone surrogate) or an integer beyond 64 bits. Python's json reads those, and the sink
-#: rejects the one record PostgreSQL cannot hold, with its id, instead of the whole page.
-_BEYOND_SIMDJSON = ("STRING_ERROR", "BIGINT_ERROR", "UTF8_ERROR", "NUMBER_ERROR")
-
-
 def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record]:
     """The records of a fetch answer, in the order of ``ids``.
 
@@ -530,26 +501,10 @@ def _decode_fetch(namespace: str, content: bytes, ids: list[str]) -> list[Record
     simdjson parses the answer once; the float arrays are copied out of it as doubles and
     rounded to float32, as a JSON parser and numpy would (Pinecone stores float32).
     """
-    import simdjson
-
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
-    try:
-        try:
-            answer = parser.parse(content)
-        except RuntimeError as exc:
-            if str(exc).startswith(_BEYOND_SIMDJSON):
-                raise
-            # Objects of the parser's last document are still referenced (by the traceback
-            # of an answer that failed to decode): a new parser.
-            parser = _parsers.parser = simdjson.Parser()
-            answer = parser.parse(content)
-    except (ValueError, RuntimeError) as exc:
-        if not str(exc).startswith(_BEYOND_SIMDJSON):
-            raise
-        return _plain_records(namespace, json.loads(content), ids)
-    return _records(namespace, answer, ids)
+    answer, simd = parse_json(content)
+    if simd:
+        return _records(namespace, answer, ids)
+    return _plain_records(namespace, answer, ids)
 
 
 def _plain_records(namespace: str, answer: dict[str, Any], ids: list[str]) -> list[Record]:
