@@ -163,3 +163,129 @@ def assert_equal_value(got: Any, want: Any, where: str) -> None:
             np.testing.assert_array_equal(g, w, err_msg=where)
     else:
         assert got == want, where
+
+
+#: The transports a Qdrant server is read over (vec2pg's default first).
+TRANSPORTS = ("rest", "grpc")
+
+
+class Served:
+    """A local-mode client (or stores) served over REST and gRPC at once, as a Qdrant
+    server serves both ports, and how vec2pg is pointed at it over ``transport``::
+
+        with Served(local, "grpc", api_key="k") as served:
+            target.cli("qdrant", "docs", *served.args)
+            served.fail_scrolls(2)          # the next two scrolls fail transiently
+
+    Over gRPC, vec2pg's ``--url`` names the REST server (its host is the gRPC one's):
+    ``rest_requests`` then shows that nothing went over REST.
+    """
+
+    def __init__(self, source: Any, transport: str, *, api_key: str | None = None) -> None:
+        from qdrant_grpc_server import QdrantGrpcServer
+        from qdrant_server import QdrantServer
+
+        self.transport = transport
+        self.api_key = api_key
+        self.rest = QdrantServer(source, api_key=api_key)
+        self.grpc = QdrantGrpcServer(source, api_key=api_key)
+
+    def __enter__(self) -> Served:
+        self.rest.start()
+        self.grpc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.grpc.stop()
+        self.rest.stop()
+
+    @property
+    def url(self) -> str:
+        return self.rest.url
+
+    @property
+    def transport_args(self) -> list[str]:
+        """What selects the transport (nothing for REST, vec2pg's default)."""
+        return ["--grpc", "--grpc-port", str(self.grpc.port)] if self.transport == "grpc" else []
+
+    @property
+    def args(self) -> list[str]:
+        """vec2pg's source options that read this server (``--url``, ``--api-key``, ...)."""
+        key = ["--api-key", self.api_key] if self.api_key else []
+        return ["--url", self.url, *key, *self.transport_args]
+
+    @property
+    def where(self) -> str:
+        """How vec2pg's messages name the server."""
+        port = f" (gRPC port {self.grpc.port})" if self.transport == "grpc" else ""
+        return f"Qdrant at {self.url}{port}"
+
+    def source_options(self) -> dict[str, Any]:
+        """QdrantSource's keywords that read this server."""
+        options: dict[str, Any] = {"url": self.url, "api_key": self.api_key}
+        if self.transport == "grpc":
+            options.update(grpc=True, grpc_port=self.grpc.port)
+        return options
+
+    def fail_scrolls(self, n: int, *, transient: bool = True) -> None:
+        """The next ``n`` scrolls fail: 503 / UNAVAILABLE, or 502 / INTERNAL (HTTP and gRPC
+        words for a server error; both transient) with ``transient``, else 400 /
+        INVALID_ARGUMENT (a request the server refuses: terminal)."""
+        import grpc
+
+        if self.transport == "rest":
+            self.rest.fail_next(n, status=503 if transient else 400, path_contains="/points/scroll")
+        else:
+            code = grpc.StatusCode.UNAVAILABLE if transient else grpc.StatusCode.INVALID_ARGUMENT
+            self.grpc.fail_next(n, code, method="Scroll")
+
+    def server_error_scrolls(self, n: int) -> None:
+        """The next ``n`` scrolls answer a server error (HTTP 502, gRPC INTERNAL)."""
+        import grpc
+
+        if self.transport == "rest":
+            self.rest.fail_next(n, status=502, path_contains="/points/scroll")
+        else:
+            self.grpc.fail_next(n, grpc.StatusCode.INTERNAL, method="Scroll")
+
+    def rate_limit_scrolls(self, n: int, retry_after: int) -> None:
+        import grpc
+
+        if self.transport == "rest":
+            self.rest.fail_next(
+                n, status=429, retry_after=retry_after, path_contains="/points/scroll"
+            )
+        else:
+            self.grpc.fail_next(
+                n, grpc.StatusCode.RESOURCE_EXHAUSTED, method="Scroll", retry_after=retry_after
+            )
+
+    def hang_scrolls(self, n: int, seconds: float) -> None:
+        if self.transport == "rest":
+            self.rest.hang_next(n, seconds=seconds, path_contains="/points/scroll")
+        else:
+            self.grpc.hang_next(n, seconds=seconds, method="Scroll")
+
+    def scrolls(self) -> int:
+        """Scroll requests the server received over the transport."""
+        if self.transport == "rest":
+            return self.rest.count("/points/scroll")
+        return self.grpc.count("Scroll")
+
+    def set_latency(self, seconds: float) -> None:
+        self.rest.latency = self.grpc.latency = seconds
+
+    def rest_requests(self) -> int:
+        """Requests the REST server received, the version probe of ``GET /`` left out."""
+        return self.rest.count("/collections")
+
+
+def store_rows(store: Any) -> dict[str, dict[str, Any]]:
+    """Every point of a ``QdrantStore`` of one unnamed dense vector, as the row vec2pg
+    should have written."""
+    matrix = store.columns[""].matrix
+    rows = {}
+    for row, point in enumerate(store.ids):
+        key = str(point) if isinstance(point, int) else str(uuid.UUID(point))
+        rows[key] = {"id": key, "metadata": store.payload(row), "embedding": matrix[row]}
+    return rows

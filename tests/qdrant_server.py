@@ -29,25 +29,50 @@ token`` and a wrong key 401 ``Invalid API key or JWT`` (plain text bodies).  Set
 ``read_only_api_key`` may read; writes with it would get 403 ``Write access denied`` (this
 server only implements reads).
 
-Standard library plus qdrant-client only.
+The data can instead come from ``QdrantStore``s (``qdrant_store.py``: one read-only
+collection each, fast at 200,000 points), answered as a Qdrant server writes them: float32
+vectors in their shortest text (local mode's answers hold float64 text, 1.7 times as
+long)::
+
+    with QdrantServer(QdrantStore.bench("docs", 20_000, 1024)) as server: ...
+
+``python tests/qdrant_server.py --collection bench:20000 --dim 1024 --latency 0.05
+[--grpc-port 0] [--api-key K]`` serves stores (``--bench``: the benchmark's records, else
+``QdrantStore.synthetic``'s) in a process of its own, over REST and, with ``--grpc-port``,
+over gRPC too (``qdrant_grpc_server.py``, from the same stores); it prints one JSON line,
+``{"url": ..., "port": ..., "grpc_port": ...}``, and on SIGTERM or SIGINT its statistics as
+one JSON line on stderr.
+
+Standard library, qdrant-client and orjson only.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import http.server
 import importlib.metadata
 import json
+import os
+import signal
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
 from qdrant_client import QdrantClient
 from qdrant_client.http import models
+from wire_http import Handler
+
+try:
+    from qdrant_store import QdrantStore
+except ImportError:  # tests/ imported as a package
+    from tests.qdrant_store import QdrantStore
 
 __all__ = ["QdrantServer"]
 
@@ -61,6 +86,7 @@ _READ_ONLY_POST_SUFFIXES = (
     "/points/query",
     "/points/query/batch",
 )
+
 _REASONS = {
     400: "Bad request",
     404: "Not found",
@@ -98,17 +124,18 @@ class _ApiError(Exception):
 
 
 class QdrantServer:
-    """Qdrant REST API on 127.0.0.1 backed by a local-mode ``QdrantClient``.
+    """Qdrant REST API on 127.0.0.1 backed by a local-mode ``QdrantClient`` or stores.
 
     ``local``: a ``QdrantClient(":memory:")`` / ``QdrantClient(path=...)`` seeded by the test
-    (not closed by the server).  Or ``path``: a local-mode directory the server opens itself
-    (and closes on stop; the seeding client must be closed first, local mode locks the path).
-    Neither: an empty in-memory store, reachable as ``server.local``.
+    (not closed by the server), or one ``QdrantStore`` or several (one collection each).
+    Or ``path``: a local-mode directory the server opens itself (and closes on stop; the
+    seeding client must be closed first, local mode locks the path). Neither: an empty
+    in-memory store, reachable as ``server.local``.
     """
 
     def __init__(
         self,
-        local: QdrantClient | None = None,
+        local: QdrantClient | QdrantStore | Iterable[QdrantStore] | None = None,
         api_key: str | None = None,
         *,
         path: str | None = None,
@@ -120,10 +147,18 @@ class QdrantServer:
     ) -> None:
         if local is not None and path is not None:
             raise ValueError("give either local or path, not both")
-        self._owns_local = local is None
-        self.local: QdrantClient = (
-            local if local is not None else QdrantClient(path=path or ":memory:")
-        )
+        #: The collections, when the server answers from stores (then ``local`` is None).
+        self.stores: dict[str, QdrantStore] = {}
+        if isinstance(local, QdrantStore):
+            local = [local]
+        if local is not None and not isinstance(local, QdrantClient):
+            self.stores = {store.name: store for store in local}
+            local = None
+            self._owns_local = False
+            self.local: QdrantClient = None  # type: ignore[assignment]
+        else:
+            self._owns_local = local is None
+            self.local = local if local is not None else QdrantClient(path=path or ":memory:")
         self.api_key = api_key
         self.read_only_api_key = read_only_api_key
         self.auth_status = 401
@@ -170,7 +205,7 @@ class QdrantServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._owns_local:
+        if self._owns_local and self.local is not None:
             self.local.close()
 
     close = stop
@@ -189,7 +224,7 @@ class QdrantServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._host}:{self.port}"
 
     # ----------------------------------------------------------- fault injection
     def fail_next(
@@ -281,6 +316,8 @@ class QdrantServer:
             }
         if not parts or parts[0] != "collections":
             raise _ApiError(404, "")
+        if self.stores:
+            return self._route_store(method, parts, body)
         if len(parts) == 1 and method == "GET":
             names = self.local.get_collections().collections
             return 200, {"collections": [{"name": c.name} for c in names]}
@@ -331,6 +368,71 @@ class QdrantServer:
             return 200, [_dump(p) for p in points]
         raise _ApiError(404, "")
 
+    def _route_store(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        """``_route`` for stores: answers as a Qdrant server writes them (``_Body``)."""
+        if len(parts) == 1 and method == "GET":
+            return 200, {"collections": [{"name": name} for name in self.stores]}
+        name, rest = parts[1], parts[2:]
+        if method == "GET" and rest == ["exists"]:
+            return 200, {"exists": name in self.stores}
+        store = self.stores.get(name)
+        if store is None:
+            if (method == "GET" and rest == []) or (
+                method == "POST" and rest in (["points", "scroll"], ["points", "count"], ["points"])
+            ):
+                raise _ApiError(404, f"Not found: Collection `{name}` doesn't exist!")
+            raise _ApiError(404, "")
+        request = _json_body(body) if method == "POST" else None
+        if method == "GET" and rest == []:
+            return 200, _dump(store.collection_info())
+        if method == "POST" and rest == ["points", "scroll"]:
+            req = _parse(models.ScrollRequest, request)
+            if req.filter is not None or req.order_by is not None:
+                raise _ApiError(400, "Bad request: QdrantStore does not filter or order")
+            try:
+                page = store.scroll(req.offset, req.limit if req.limit is not None else 10)
+            except ValueError as exc:
+                raise _ApiError(400, f"Validation error in JSON body: {exc}") from exc
+            points = store.rest_points(
+                page.rows,
+                req.with_payload if req.with_payload is not None else True,
+                req.with_vector if req.with_vector is not None else False,
+            )
+            next_offset = page.next_page_offset
+            if self.repeat_next_offset and req.offset is not None and next_offset is not None:
+                next_offset = req.offset
+            if self.rewrite_points is not None:
+                points = self.rewrite_points(points)
+            return 200, _Body({"points": points, "next_page_offset": next_offset})
+        if method == "POST" and rest == ["points", "count"]:
+            req = _parse(models.CountRequest, request)
+            if req.filter is not None:
+                raise _ApiError(400, "Bad request: QdrantStore does not filter")
+            return 200, {"count": store.count()}
+        if method == "POST" and rest == ["points"]:
+            req = _parse(models.PointRequest, request)
+            rows = store.rows_for(req.ids)
+            points = store.rest_points(
+                rows,
+                req.with_payload if req.with_payload is not None else True,
+                req.with_vector if req.with_vector is not None else False,
+            )
+            return 200, _Body(points)
+        raise _ApiError(404, "")
+
+    def stats(self) -> dict[str, Any]:
+        """Requests per method and path."""
+        with self._lock:
+            return {"requests": dict(self.requests)}
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A result to write as a Qdrant server does: numpy float32 arrays in their shortest
+    text (orjson writes the shortest text that reads back as the same float32, as serde)."""
+
+    result: Any
+
 
 def _json_body(body: bytes) -> Any:
     try:
@@ -357,29 +459,10 @@ def _encode(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(Handler):
     qdrant: QdrantServer  # set on the bound subclass
-    protocol_version = "HTTP/1.1"
     server_version = "qdrant-test"
     sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # keep test output clean
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
         q = self.qdrant
@@ -411,8 +494,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(method, path, status, message.encode(), "text/plain; charset=utf-8")
                 return
             try:
-                with q._lock:
+                if q.stores:  # read-only and thread-safe: answered side by side
                     status, result = q._route(method, path, body)
+                else:
+                    with q._lock:
+                        status, result = q._route(method, path, body)
             except _ApiError:
                 raise
             except ValueError as exc:  # local mode rejects the request
@@ -421,6 +507,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise _ApiError(500, f"Service internal error: {exc}") from exc
             if method == "GET" and path == "/":
                 payload = _encode(result)
+            elif isinstance(result, _Body):
+                answer = {
+                    "result": result.result,
+                    "status": "ok",
+                    "time": time.perf_counter() - started,
+                }
+                payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
             else:
                 payload = _encode(
                     {"result": result, "status": "ok", "time": time.perf_counter() - started}
@@ -477,3 +570,68 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--grpc-port", type=int, help="also serve gRPC here (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    parser.add_argument(
+        "--collection",
+        action="append",
+        required=True,
+        metavar="NAME:RECORDS",
+        help="a collection of so many points (repeatable)",
+    )
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument(
+        "--bench", action="store_true", help="the benchmark's records (QdrantStore.bench)"
+    )
+    parser.add_argument("--ids", choices=("int", "uuid", "mixed"), default="int")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key")
+    args = parser.parse_args(argv)
+
+    stores = []
+    for spec in args.collection:
+        name, _, records = spec.rpartition(":")
+        if args.bench:
+            stores.append(QdrantStore.bench(name, int(records), args.dim, seed=args.seed))
+        else:
+            stores.append(
+                QdrantStore.synthetic(name, int(records), args.dim, ids=args.ids, seed=args.seed)
+            )
+    rest = QdrantServer(
+        stores, api_key=args.api_key, latency=args.latency, host=args.host, port=args.port
+    )
+    rest.start()
+    grpc_server = None
+    if args.grpc_port is not None:
+        try:
+            from qdrant_grpc_server import QdrantGrpcServer
+        except ImportError:
+            from tests.qdrant_grpc_server import QdrantGrpcServer
+        grpc_server = QdrantGrpcServer(
+            stores, api_key=args.api_key, latency=args.latency, host=args.host, port=args.grpc_port
+        ).start()
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    ready = {"url": rest.url, "port": rest.port, "grpc_port": grpc_server and grpc_server.port}
+    print(json.dumps(ready), flush=True)
+    done.wait()
+    stats: dict[str, Any] = {"rest": rest.stats()}
+    if grpc_server is not None:
+        stats["grpc"] = grpc_server.stats()
+        grpc_server.stop()
+    rest.stop()
+    times = os.times()
+    stats["process_cpu_seconds"] = times.user + times.system
+    print(json.dumps(stats), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

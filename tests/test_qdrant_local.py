@@ -110,10 +110,36 @@ def test_unknown_collection_is_a_source_error(storage, target, capsys) -> None:
 
     assert code == ExitCode.SOURCE
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"vec2pg: error: Qdrant collection 'nope' not found at {storage}"]
+    assert err == [
+        f"vec2pg: error: Qdrant collection 'nope' not found at {storage}, which has no collections"
+    ]
     assert target.query(
         "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [target.schema]
     ) == [(0,)]
+
+
+def test_a_mistyped_collection_names_the_closest_one(storage, target, capsys) -> None:
+    client = open_local(storage)
+    seed_unnamed(client, "articles", 3)
+    seed_unnamed(client, "Docs", 3)
+    client.close()
+
+    code = target.cli("qdrant", "docs", "--path", str(storage))
+
+    assert code == ExitCode.SOURCE
+    assert capsys.readouterr().err.strip() == (
+        f"vec2pg: error: Qdrant collection 'docs' not found at {storage}; did you mean 'Docs'? "
+        "The collections there: 'Docs', 'articles'"
+    )
+
+
+def test_grpc_is_refused_for_a_local_storage(storage, target, capsys) -> None:
+    open_local(storage).close()
+
+    assert target.cli("qdrant", "docs", "--path", str(storage), "--grpc") == ExitCode.USAGE
+    assert capsys.readouterr().err.strip() == (
+        "vec2pg: error: --grpc reads a server (--url); a local storage (--path) has none"
+    )
 
 
 def test_a_path_without_qdrant_storage_is_refused_and_left_alone(tmp_path, target, capsys) -> None:

@@ -1,13 +1,20 @@
-"""The test Qdrant server (tests/qdrant_server.py) against the real qdrant-client REST client."""
+"""The test Qdrant server (tests/qdrant_server.py) against the real qdrant-client REST client,
+answering from local mode or from ``QdrantStore`` s."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
@@ -15,8 +22,10 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 try:
     from qdrant_server import QdrantServer
+    from qdrant_store import QdrantStore
 except ImportError:  # tests/ imported as a package
     from tests.qdrant_server import QdrantServer
+    from tests.qdrant_store import QdrantStore
 
 PLAIN = "plain"
 MIXED = "mixed"
@@ -356,3 +365,122 @@ def test_server_on_a_local_path(tmp_path: object) -> None:
             assert [(p.id, p.vector) for p in points] == [(str(uuid.UUID(int=1)), [1.0, 2.0])]
         finally:
             client.close()
+
+
+# -- answering from QdrantStores (benchmark scale) ---------------------------------------
+
+
+def float32(value: object) -> object:
+    """Vectors as float32 (a store writes float32 text; local mode float64 text of it)."""
+    if isinstance(value, dict):
+        return {k: float32(v) for k, v in value.items()}
+    if isinstance(value, models.SparseVector):
+        return (tuple(value.indices), tuple(np.float32(value.values).tolist()))
+    if isinstance(value, list):
+        return np.asarray(value, dtype=np.float32).tolist()
+    return value
+
+
+def comparable(pages: list) -> list:
+    return [
+        ([(p.id, p.payload, float32(p.vector)) for p in points], offset) for points, offset in pages
+    ]
+
+
+@pytest.fixture(scope="module")
+def stores(local: QdrantClient) -> list[QdrantStore]:
+    return [QdrantStore.from_local(local, name) for name in (PLAIN, MIXED)]
+
+
+def test_a_store_answers_as_local_mode_does(local: QdrantClient, stores) -> None:
+    with QdrantServer(stores, api_key="k") as server:
+        client = make_client(server.url, api_key="k")
+        try:
+            assert {c.name for c in client.get_collections().collections} == {PLAIN, MIXED}
+            assert client.collection_exists(MIXED) and not client.collection_exists("nope")
+            for name in (PLAIN, MIXED):
+                assert client.count(name, exact=True) == local.count(name, exact=True)
+                got, want = client.get_collection(name), local.get_collection(name)
+                assert got.config.params.vectors == want.config.params.vectors
+                assert got.config.params.sparse_vectors == want.config.params.sparse_vectors
+                assert got.points_count == local.count(name).count
+                assert comparable(walk(client, name, limit=4)) == comparable(
+                    walk(local, name, limit=4)
+                )
+            ids = [p.id for p in local.scroll(MIXED, limit=20)[0]][::3] + [123456]
+            got = client.retrieve(MIXED, ids, with_vectors=True)
+            want = local.retrieve(MIXED, ids, with_vectors=True)
+            assert comparable([(got, None)]) == comparable([(want, None)])
+            bare, _ = client.scroll(MIXED, limit=2, with_payload=False, with_vectors=False)
+            assert [(p.payload, p.vector) for p in bare] == [(None, None), (None, None)]
+            only, _ = client.scroll(MIXED, limit=1, with_vectors=["bm25"])
+            assert set(only[0].vector) == {"bm25"}
+            with pytest.raises(UnexpectedResponse) as err:
+                client.scroll("missing", limit=1)
+            assert err.value.status_code == 404
+        finally:
+            client.close()
+        assert server.count("/points/scroll") == 6 + 5 + 3  # two walks, three scrolls
+
+
+def test_a_store_writes_floats_as_a_qdrant_server_does(local: QdrantClient, stores) -> None:
+    """The shortest text that reads back as the same float32 (serde's), not float64's."""
+    with QdrantServer(stores) as store_server, QdrantServer(local) as local_server:
+        request = {"limit": 23, "with_vector": True, "with_payload": False}
+        ours = httpx.post(f"{store_server.url}/collections/{PLAIN}/points/scroll", json=request)
+        theirs = httpx.post(f"{local_server.url}/collections/{PLAIN}/points/scroll", json=request)
+    vectors = [np.asarray(p["vector"], np.float32) for p in ours.json()["result"]["points"]]
+    want = [np.asarray(p["vector"], np.float32) for p in theirs.json()["result"]["points"]]
+    assert len(vectors) == len(want) == PLAIN_POINTS
+    for got, expected in zip(vectors, want, strict=True):
+        np.testing.assert_array_equal(got, expected)  # the same float32 values
+    assert len(ours.content) < 0.75 * len(theirs.content)
+    assert b"0.009805336," in ours.content and b"0.00980533566325903," in theirs.content
+
+
+def test_the_server_runs_as_its_own_process_over_rest_and_grpc() -> None:
+    script = Path(__file__).with_name("qdrant_server.py")
+    args = ["--collection", "a:300", "--collection", "b:50", "--dim", "8", "--bench"]
+    args += ["--api-key", "k", "--grpc-port", "0", "--latency", "0.01"]
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        rest = make_client(ready["url"], api_key="k")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            grpc_client = QdrantClient(
+                url=ready["url"],
+                grpc_port=ready["grpc_port"],
+                prefer_grpc=True,
+                api_key="k",
+                check_compatibility=False,
+            )
+        try:
+            expected = QdrantStore.bench("a", 300, 8)
+            for client in (rest, grpc_client):
+                assert client.count("a").count == 300 and client.count("b").count == 50
+                points = [p for page, _ in walk(client, "a", 64) for p in page]
+                assert [p.id for p in points] == list(range(300))
+                assert points[7].payload == {"n": 7}
+                np.testing.assert_array_equal(
+                    np.asarray(points[7].vector, dtype=np.float32), expected.columns[""].matrix[7]
+                )
+        finally:
+            rest.close()
+            grpc_client.close()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+        stats = json.loads(err.strip().splitlines()[-1])
+        assert stats["rest"]["requests"]["POST /collections/a/points/scroll"] == 5
+        assert stats["grpc"]["requests"]["/qdrant.Points/Scroll"] == 5
+        assert stats["process_cpu_seconds"] > 0 and process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
