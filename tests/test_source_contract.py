@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import PINECONE_KEY, Target
+from conftest import PINECONE_KEY, Target, column_types
 
 from vec2pg.errors import SourceError, Transient
 from vec2pg.postgres.layout import layout_for
@@ -199,6 +199,45 @@ def case_qdrant_rest(request, tmp_path) -> Iterator[Case]:
         yield case
 
 
+def case_qdrant_grpc(request, tmp_path) -> Iterator[Case]:
+    """Qdrant's gRPC API (tests/qdrant_grpc_server.py), and nothing else: no REST server."""
+    import grpc
+    from qdrant_client import QdrantClient, models
+    from qdrant_grpc_server import QdrantGrpcServer
+
+    from vec2pg.sources.qdrant import QdrantSource
+
+    local = QdrantClient(":memory:")
+    local.create_collection(
+        "docs", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.EUCLID)
+    )
+    with QdrantGrpcServer(local, api_key="contract-key") as server:
+        url = f"http://127.0.0.1:{server.port}"
+        case = Case(
+            open=lambda collection="docs": QdrantSource(
+                collection,
+                url=url,
+                api_key="contract-key",
+                page_size=100,
+                timeout=5,
+                grpc=True,
+                grpc_port=server.port,
+            ),
+            cli=["qdrant", "docs", "--url", url, "--api-key", "contract-key"]
+            + ["--page-size", "100", "--grpc", "--grpc-port", str(server.port)],
+            table="docs",
+            namespaced=False,
+            source_id=qdrant_id,
+            put=lambda records: local.upsert("docs", list(map(_qdrant_point, records))),
+            delete=lambda ns, rid: local.delete("docs", [int(rid) if rid.isdigit() else rid]),
+            break_transiently=lambda: server.fail_next(1, grpc.StatusCode.UNAVAILABLE),
+            counts={"": COUNTS[""]},
+        )
+        case.seed()
+        yield case
+    local.close()
+
+
 def case_pinecone(request, tmp_path) -> Iterator[Case]:
     from vec2pg.sources.pinecone import PineconeSource
 
@@ -236,9 +275,19 @@ def case_pinecone(request, tmp_path) -> Iterator[Case]:
 
 #: Every source's case: a factory here, or the import path of one in the source's tests.
 CASES: dict[str, Callable[..., Iterator[Case]] | str] = {
+    "elasticsearch": "test_search_sources:case_elasticsearch",
+    "opensearch": "test_search_sources:case_opensearch",
     "qdrant-local": case_qdrant_local,
     "qdrant-rest": case_qdrant_rest,
+    "qdrant-grpc": case_qdrant_grpc,
     "pinecone": case_pinecone,
+    "s3vectors": "test_s3vectors:case_s3vectors",
+    "supabase-vectors": "test_s3vectors:case_supabase",
+    "weaviate": "test_weaviate:case_weaviate",
+    "chroma": "test_chroma:case_chroma",
+    "chroma-http": "test_chroma:case_chroma_http",
+    "lancedb": "test_lancedb:case_lancedb",
+    "milvus-lite": "test_milvus:case_milvus",
 }
 
 
@@ -393,7 +442,14 @@ def assert_table_is(case: Case, target: Target) -> None:
     finally:
         source.close()
     layout = layout_for(info, target.schema, case.table)
-    rows = target.rows(case.table)
+    # A source whose ids are all integers (Milvus's int64 keys) gets a bigint id column.
+    with target.connect() as conn:
+        id_type = column_types(conn, target.schema, case.table)["id"]
+    assert id_type == ("bigint" if info.integer_ids else "text")
+    rows = {
+        (key[0], str(key[1])) if isinstance(key, tuple) else str(key): row
+        for key, row in target.rows(case.table).items()
+    }
     expected = {
         (case.table_namespace(ns), rid) if case.namespaced else rid: record
         for (ns, rid), record in case.records.items()
