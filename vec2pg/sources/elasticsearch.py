@@ -255,7 +255,9 @@ class ElasticsearchSource:
 
     def describe(self) -> SourceInfo:
         self._check_server()
-        mappings = self._get(f"/{_path(self.index)}/_mapping", "reading the mapping", index=True)
+        mappings = self._get(
+            f"/{index_path(self.index)}/_mapping", "reading the mapping", index=True
+        )
         if not isinstance(mappings, dict) or not mappings:
             raise self._not_found(f"no index matches {self.index!r}")
         names = sorted(mappings)
@@ -268,7 +270,7 @@ class ElasticsearchSource:
             or any(n.startswith(".ds-") for n in names)
         )
         settings = self._get(
-            f"/{_path(self.index)}/_settings/index.number_of_shards,"
+            f"/{index_path(self.index)}/_settings/index.number_of_shards,"
             "index.mapping.exclude_source_vectors,index.mapping.source.mode,index.mode",
             "reading the index settings",
             params={"flat_settings": "true", "include_defaults": "true"},
@@ -364,7 +366,7 @@ class ElasticsearchSource:
         """Ask the server whether it knows ``exclude_vectors`` (when its version is hidden)."""
         body = {"size": 0, "_source": {"exclude_vectors": False}}
         status, content, _ = self._request(
-            "POST", f"/{_path(self.index)}/_search", "asking what the server supports", body
+            "POST", f"/{index_path(self.index)}/_search", "asking what the server supports", body
         )
         if status == 200:
             return True
@@ -439,7 +441,7 @@ class ElasticsearchSource:
             metric = Metric.DOT  # scored by MaxSim over dot products
         else:
             metric = _ES_METRICS.get(str(similarity)) if similarity else None
-        return _field(name, path, element, dims, metric, rows)
+        return vector_field(name, path, element, dims, metric, rows)
 
     def _check_source(
         self, index: str, mapping: Mapping[str, Any], specs: list[VectorSpec], info: _Index
@@ -473,7 +475,7 @@ class ElasticsearchSource:
             )
 
     def _count(self, index: str) -> int:
-        answer = self._get(f"/{_path(index)}/_count", f"counting the documents of {index!r}")
+        answer = self._get(f"/{index_path(index)}/_count", f"counting the documents of {index!r}")
         return int(answer["count"])
 
     # -- chains -----------------------------------------------------------------------------
@@ -621,7 +623,7 @@ class ElasticsearchSource:
         doing = f"fetching documents of {index!r}"
         status, content, headers = self._request(
             "POST",
-            f"/{_path(index)}/_search",
+            f"/{index_path(index)}/_search",
             doing,
             body,
             {"allow_partial_search_results": "false"},
@@ -651,7 +653,7 @@ class ElasticsearchSource:
 
     def _open_pit(self, index: str) -> str:
         answer = self._post(
-            f"/{_path(index)}/_pit",
+            f"/{index_path(index)}/_pit",
             None,
             f"opening a point in time on {index!r}",
             {"keep_alive": KEEP_ALIVE},
@@ -659,7 +661,7 @@ class ElasticsearchSource:
         return str(answer["id"])
 
     def _close_pit(self, pit: str) -> None:
-        self._http.request("DELETE", "/_pit", body=_json({"id": pit}), timeout=CLOSE_TIMEOUT)
+        self._http.request("DELETE", "/_pit", body=json_body({"id": pit}), timeout=CLOSE_TIMEOUT)
 
     def _pit(self, namespace: str) -> str:
         with self._pit_lock:
@@ -733,7 +735,7 @@ class ElasticsearchSource:
 
         try:
             return self._http.request(
-                method, path, params=params, body=None if body is None else _json(body)
+                method, path, params=params, body=None if body is None else json_body(body)
             )
         except urllib3.exceptions.HTTPError as exc:  # timeouts, refused and dropped connections
             error = SourceUnreachable if unreachable(exc) else SourceUnavailable
@@ -814,7 +816,7 @@ class ElasticsearchSource:
         return sorted(n for n in names if not n.startswith("."))
 
 
-def _field(
+def vector_field(
     name: str,
     path: tuple[str, ...],
     element: str,
@@ -934,13 +936,13 @@ def _encoded_api_key(api_key: str) -> str:
     return api_key
 
 
-def _path(name: str) -> str:
+def index_path(name: str) -> str:
     from urllib.parse import quote
 
     return quote(name, safe=",*")
 
 
-def _json(body: Any) -> bytes:
+def json_body(body: Any) -> bytes:
     import orjson
 
     data: bytes = orjson.dumps(body)

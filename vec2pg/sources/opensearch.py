@@ -24,9 +24,9 @@ from vec2pg.sources.elasticsearch import (
     KEEP_ALIVE,
     ElasticsearchSource,
     VectorSpec,
-    _field,
-    _json,
-    _path,
+    index_path,
+    json_body,
+    vector_field,
 )
 
 _METRICS = {
@@ -83,7 +83,7 @@ class OpenSearchSource(ElasticsearchSource):
 
     def _open_pit(self, index: str) -> str:
         answer = self._post(
-            f"/{_path(index)}/_search/point_in_time",
+            f"/{index_path(index)}/_search/point_in_time",
             None,
             f"opening a point in time on {index!r}",
             {"keep_alive": KEEP_ALIVE},
@@ -91,7 +91,7 @@ class OpenSearchSource(ElasticsearchSource):
         return str(answer["pit_id"])
 
     def _close_pit(self, pit: str) -> None:
-        body = _json({"pit_id": [pit]})
+        body = json_body({"pit_id": [pit]})
         self._http.request("DELETE", "/_search/point_in_time", body=body, timeout=CLOSE_TIMEOUT)
 
     def _credentials_hint(self) -> str:
@@ -130,4 +130,4 @@ class OpenSearchSource(ElasticsearchSource):
         method = spec.get("method") or {}
         space = spec.get("space_type") or method.get("space_type")
         space = str(space or ("hamming" if element == "bit" else "l2"))  # OpenSearch's defaults
-        return _field(name, path, element, dims, _METRICS.get(space), nested)
+        return vector_field(name, path, element, dims, _METRICS.get(space), nested)
