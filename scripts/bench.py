@@ -114,8 +114,9 @@ def main() -> int:
     pg = None
     try:
         dsn, pg, postmaster = start_postgres(work)
-        for name in names:
-            bench(name, args, sizes, dsn, postmaster, work)
+        measured = [bench(name, args, sizes, dsn, postmaster, work) for name in names]
+        if len(measured) > 1:
+            print_summary(measured)
         return 0
     finally:
         if pg is not None:
@@ -558,6 +559,27 @@ def add_ratios(results: dict[str, Any]) -> None:
         rss.append(mine["peak_rss_bytes"])
     if len(rss) >= 2:
         results["peak_rss_ratio_largest_over_smallest"] = round(rss[-1] / rss[0], 3)
+
+
+def print_summary(measured: list[dict[str, Any]]) -> None:
+    """One line per source, at the largest size: the table the README quotes."""
+    print("\n| source | records | vec2pg | baseline | vs baseline | vs COPY | peak RSS growth |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for results in measured:
+        run = results["runs"][-1] if results["runs"] else {}
+        mine = run.get("vec2pg") or {}
+        baseline = results["baseline"] or {}
+        ratio = results.get("peak_rss_ratio_largest_over_smallest")
+        cells = [
+            results["source"],
+            f"{run.get('records', 0):,}",
+            f"{mine['records_per_second']:,.0f} rec/s" if mine.get("ok") else "FAILED",
+            f"{baseline['records_per_second']:,.0f} rec/s" if baseline.get("ok") else "-",
+            f"{run['vec2pg_over_baseline']:.1f}x" if "vec2pg_over_baseline" in run else "-",
+            f"{run['vec2pg_over_ceiling']:.2f}" if "vec2pg_over_ceiling" in run else "-",
+            f"{ratio:.3f}" if ratio is not None else "-",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 def print_table(results: dict[str, Any], source: BenchSource) -> None:

@@ -35,8 +35,8 @@ class QdrantBench:
     namespaced = False
     namespace = ""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        transport = getattr(args, "transport", None)
+    def __init__(self, args: argparse.Namespace, transport: str | None = None) -> None:
+        transport = transport or getattr(args, "transport", None)
         #: --vec2pg-args '--grpc' adds the flag itself; the port is always given.
         self._flag_given = "--grpc" in str(getattr(args, "vec2pg_args", "")).split()
         if transport is None:
