@@ -762,7 +762,7 @@ def test_an_unknown_index_names_the_closest_ones(target: Target, capsys: Any) ->
         assert target.cli("elasticsearch", "doc", "--url", server.url) == 3
         assert last_error(capsys) == (
             f"vec2pg: error: Elasticsearch at {server.url}: no index, alias or data stream "
-            "'doc'; did you mean 'docs', 'docs-2024'?"
+            "'doc'; did you mean 'docs' or 'docs-2024'?"
         )
         assert target.cli("elasticsearch", "zzz", "--url", server.url) == 3
         assert last_error(capsys) == (

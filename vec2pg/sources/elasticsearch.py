@@ -39,7 +39,6 @@ asked (``"_source": {"exclude_vectors": false}``, sent to 8.19 / 9.1 and later o
 from __future__ import annotations
 
 import base64
-import difflib
 import math
 import os
 import re
@@ -71,7 +70,7 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import FETCH_MAX_IDS, MAX_CONCURRENCY, WHOLE, Call, Page, Raw
-from vec2pg.sources.http import connection_pool, parse_json, status_error, unreachable
+from vec2pg.sources.http import connection_pool, names_hint, parse_json, status_error, unreachable
 from vec2pg.sources.http import retry_after as parse_retry_after
 
 #: Documents per search. 500 documents of 1,024 dimensions are about 5.5 MB of JSON: few
@@ -791,17 +790,7 @@ class ElasticsearchSource:
         except SourceError:
             names = []
         wanted = self.index.split(",")[0]
-        close = difflib.get_close_matches(wanted, names, n=5, cutoff=0.6)
-        close += [n for n in names if n.startswith(wanted.rstrip("*")) and n not in close]
-        close = close[:5]
-        if close:
-            has = f"; did you mean {', '.join(map(repr, close))}?"
-        elif names:
-            shown = ", ".join(map(repr, names[:20]))
-            more = f" and {len(names) - 20:,} more" if len(names) > 20 else ""
-            has = f"; it has {shown}{more}"
-        else:
-            has = "; it has no indices"
+        has = f"; {names_hint(wanted, names, 'it has')}"
         return SourceNotFound(f"{self.where}: {what}{has}")
 
     def _names(self) -> list[str]:

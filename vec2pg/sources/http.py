@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vec2pg.errors import (
@@ -82,10 +82,14 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
-def names_hint(wanted: str, names: list[str], has: str) -> str:
+def names_hint(wanted: str, names: Sequence[str], has: str) -> str:
     """What to say of a name the source does not have: the closest of ``names`` it has
-    (``did you mean 'docs'?``), else the first few (``<has> 'a', 'b'``)."""
+    (``did you mean 'docs'?``: alike, or the same but for case, or starting with ``wanted``
+    or the pattern ``logs-*``), else the first few (``<has> 'a', 'b'``)."""
     close = difflib.get_close_matches(wanted, names, n=3)
+    stem = wanted.rstrip("*").lower()
+    close += [n for n in names if stem and n.lower().startswith(stem) and n not in close]
+    close = close[:5]
     if close:
         return f"did you mean {' or '.join(repr(n) for n in close)}?"
     if not names:

@@ -24,7 +24,6 @@ pages are large.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -58,6 +57,7 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import WHOLE, Call, Page
+from vec2pg.sources.http import names_hint
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -326,14 +326,7 @@ class MilvusSource:
             names = sorted(client.list_collections(timeout=self._timeout))
         where = self._where
         database = f" (database {self._db_name!r})" if self._db_name else ""
-        close = difflib.get_close_matches(self.collection, names, n=5)
-        if close:
-            has = "did you mean " + ", ".join(repr(n) for n in close) + "?"
-        elif names:
-            shown = ", ".join(repr(n) for n in names[:20])
-            has = f"it has {shown}" + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-        else:
-            has = "it has no collections"
+        has = names_hint(self.collection, names, "it has")
         return SourceNotFound(f"{where}{database} has no collection {self.collection!r}; {has}")
 
     def _read_schema(self, fields: list[dict[str, Any]], functions: list[dict[str, Any]]) -> None:

@@ -19,7 +19,6 @@ count) on all three.
 
 from __future__ import annotations
 
-import difflib
 import os
 import uuid
 import warnings
@@ -51,7 +50,7 @@ from vec2pg.records import (
     as_array,
 )
 from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
-from vec2pg.sources.http import retry_after, status_error, unreachable
+from vec2pg.sources.http import names_hint, retry_after, status_error, unreachable
 from vec2pg.sources.qdrant_ranges import (
     PROBE_IDS,
     PointId,
@@ -97,8 +96,6 @@ PROBE_CONCURRENCY = 64
 #: A chain's partition key: ``range:<first id>:<next chain's first id>``, either empty at
 #: the collection's ends. It means the same range in any run, on either transport.
 _RANGE = "range:"
-#: Collections listed by name in a "not found" message, at most.
-_LISTED = 10
 
 CREDENTIALS = "check --api-key or QDRANT_API_KEY"
 
@@ -252,7 +249,7 @@ class QdrantSource:
             names = [c.name for c in self._call(self._client.get_collections).collections]
         except SourceError:  # a key that may not list collections: say what we know
             return SourceNotFound(message)
-        return SourceNotFound(message + _other_collections(self.collection, names))
+        return SourceNotFound(f"{message}; {names_hint(self.collection, names, 'it has')}")
 
     def partitions(
         self, namespace: str, count: int | None, want: int, call: Call
@@ -485,21 +482,6 @@ def _remote_client(
             )
         except ValueError as exc:  # "Unknown scheme", a port that is not a number
             raise ConfigError(f"--url {mask_dsn(url)!r}: {exc}") from exc
-
-
-def _other_collections(name: str, names: list[str]) -> str:
-    """What to add to "collection X not found": the closest names, or all of a few."""
-    if not names:
-        return ", which has no collections"
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    close += [n for n in names if n.lower() == name.lower() and n not in close]
-    meant = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-    if len(names) <= _LISTED:
-        listing = ", ".join(map(repr, sorted(names)))
-        return f"; {meant}{'T' if meant else 't'}he collections there: {listing}"
-    if close:
-        return f"; {meant}(it has {len(names):,} collections)"
-    return f"; none of its {len(names):,} collections has a name like it"
 
 
 def _range_key(lower: int | None, upper: int | None) -> str:

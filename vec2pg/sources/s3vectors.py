@@ -31,7 +31,6 @@ within half precision.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -58,7 +57,7 @@ from vec2pg.errors import (
 from vec2pg.masking import mask_dsn
 from vec2pg.records import Cursor, Metric, Namespace, Record, SourceInfo, VectorField, VectorKind
 from vec2pg.sources.base import MAX_CONCURRENCY, WHOLE, Call, Page, Raw
-from vec2pg.sources.http import connection_pool, unreachable
+from vec2pg.sources.http import connection_pool, names_hint, unreachable
 from vec2pg.sources.http import retry_after as parse_retry_after
 
 #: ListVectors' limits (botocore's model: ListVectorsMaxResults, ListVectorsSegmentCount).
@@ -408,16 +407,7 @@ def _listing(partition: str) -> str:
 
 def _suggest(name: str, names: list[str] | None, what: str) -> str:
     """``; did you mean 'x'?``, or the names there are, for a name not among ``names``."""
-    if names is None:
-        return ""
-    close = difflib.get_close_matches(name, names, n=3)
-    if close:
-        return f"; did you mean {' or '.join(repr(c) for c in close)}?"
-    if not names:
-        return f"; there are no {what}"
-    shown = ", ".join(repr(n) for n in names[:10])
-    more = f" and {len(names) - 10:,} more" if len(names) > 10 else ""
-    return f"; the {what} there: {shown}{more}"
+    return "" if names is None else f"; {names_hint(name, names, f'the {what} there:')}"
 
 
 def _garbled(where: str, content: bytes, doing: str, exc: BaseException) -> SourceUnavailable:

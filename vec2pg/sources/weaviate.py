@@ -30,7 +30,6 @@ record a vector's dimension: it is learnt from the first objects that have the v
 from __future__ import annotations
 
 import bisect
-import difflib
 import itertools
 import math
 import re
@@ -67,7 +66,7 @@ from vec2pg.records import (
     VectorKind,
 )
 from vec2pg.sources.base import FETCH_MAX_IDS, WHOLE, Call, Page
-from vec2pg.sources.http import status_error, unreachable
+from vec2pg.sources.http import names_hint, status_error, unreachable
 
 if TYPE_CHECKING:
     from weaviate import WeaviateClient
@@ -329,14 +328,7 @@ class WeaviateSource:
     def _no_collection(self, names: list[str]) -> str:
         wanted = self.collection[:1].upper() + self.collection[1:]
         message = f"Weaviate at {self.location} has no collection {wanted!r}"
-        close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
-        if close:
-            message += f" (did you mean {', '.join(map(repr, close))}?)"
-        if not names:
-            return message + "; it has no collections at all"
-        shown = names[:20]
-        more = f" and {len(names) - 20:,} more" if len(names) > 20 else ""
-        return message + f"; it has {', '.join(map(repr, shown))}{more}"
+        return f"{message}; {names_hint(wanted, names, 'it has')}"
 
     def _tenants(self, collection: str) -> dict[str, str]:
         from weaviate.proto.v1 import tenants_pb2
