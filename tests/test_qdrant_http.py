@@ -249,8 +249,7 @@ def test_a_mistyped_collection_names_the_collections_there(local, served, target
 
     assert code == ExitCode.SOURCE
     assert capsys.readouterr().err.strip() == (
-        f"vec2pg: error: Qdrant collection 'dosc' not found at {served.url}; did you mean "
-        "'docs'?"
+        f"vec2pg: error: Qdrant collection 'dosc' not found at {served.url}; did you mean 'docs'?"
     )
 
     code = run(target, served, "zzz")

@@ -110,9 +110,7 @@ def test_unknown_collection_is_a_source_error(storage, target, capsys) -> None:
 
     assert code == ExitCode.SOURCE
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        f"vec2pg: error: Qdrant collection 'nope' not found at {storage}; it has none"
-    ]
+    assert err == [f"vec2pg: error: Qdrant collection 'nope' not found at {storage}; it has none"]
     assert target.query(
         "SELECT count(*) FROM pg_namespace WHERE nspname = %s", [target.schema]
     ) == [(0,)]
