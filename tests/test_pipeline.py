@@ -452,7 +452,9 @@ def test_a_decoding_process_that_dies_stops_the_run_with_what_happened(target) -
     assert str(caught.value).endswith(
         "); if it was killed, or ran out of memory, --processes 0 decodes in the main process"
     )
-    assert len(stored(target)) in (10, 20)  # what committed before; never a half page
+    # What committed before the death, whole pages only: pages are read side by side, so
+    # the death can come before the first commit (0) or after one or two (10, 20).
+    assert len(stored(target)) in (0, 10, 20)
 
 
 def test_autovacuum_waits_for_the_end_of_a_first_load(target) -> None:
