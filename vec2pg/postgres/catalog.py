@@ -53,13 +53,17 @@ def column_types(conn: Connection[Any], schema: str, table: str) -> dict[str, st
     return dict(rows)
 
 
+#: An id column's type, as the ``--id-type`` it stands for: a collection vecs itself
+#: created has ``character varying`` ids, which vec2pg reads and writes as text.
+ID_TYPES = {"bigint": "bigint", "text": "text", "character varying": "text"}
+
+
 def id_type(conn: Connection[Any], schema: str, table: str) -> str | None:
-    """The ``--id-type`` a table's ``id`` column has (``text``, which a vecs collection's
-    ``character varying`` is too, or ``bigint``); None without such a table or column."""
+    """The ``--id-type`` a table's ``id`` column has (:data:`ID_TYPES`); None without
+    such a table or column."""
     if not table_exists(conn, schema, table):
         return None
-    held = column_types(conn, schema, table).get("id")
-    return {"bigint": "bigint", "text": "text", "character varying": "text"}.get(held or "")
+    return ID_TYPES.get(column_types(conn, schema, table).get("id") or "")
 
 
 def has_primary_key(conn: Connection[Any], schema: str, table: str) -> bool:

@@ -20,6 +20,7 @@ from vec2pg.errors import TargetStateError
 from vec2pg.masking import mask_dsn
 from vec2pg.postgres import catalog
 from vec2pg.postgres.connection import open_connection, translate_errors
+from vec2pg.postgres.encode import bigint_id
 from vec2pg.postgres.layout import TableLayout, TextColumn, VectorColumn
 
 if TYPE_CHECKING:
@@ -100,9 +101,8 @@ class TargetTable:
         }
         for vector in layout.vectors:
             accepted[vector.name].add(dataclasses.replace(vector, halfvec=True).sql_type)
-        # Ids compare as text whatever the table keeps them as: a collection vecs itself
-        # created has character varying ids, and --id-type bigint makes them bigint.
-        accepted["id"] |= {"text", "character varying", "bigint"}
+        # Ids compare as text whatever id type the table has (catalog.ID_TYPES).
+        accepted["id"] |= set(catalog.ID_TYPES)
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
         wrong = [
             f"{name} {wanted[name]} (the table has {held.get(name) or 'no such column'})"
@@ -114,9 +114,7 @@ class TargetTable:
                 f"table {layout.display} was not migrated from this source: it needs "
                 f"{'; '.join(wrong)}; name the right table with --schema and --table"
             )
-        self._layout = dataclasses.replace(
-            layout, id_type="bigint" if held["id"] == "bigint" else "text"
-        )
+        self._layout = dataclasses.replace(layout, id_type=catalog.ID_TYPES[held["id"]])
         return [
             StoredColumn(vector, held[vector.name].startswith("halfvec"))
             for vector in layout.vectors
@@ -205,8 +203,8 @@ class TargetTable:
             sql.SQL(in_namespace),
         )
         keys: list[Any] = list(ids)
-        if layout.id_type == "bigint":  # ids that are no integers are no rows
-            keys = [int(i) for i in ids if i.lstrip("-").isdigit()]
+        if layout.id_type == "bigint":  # ids that cannot be a bigint are no rows
+            keys = [key for key in map(bigint_id, ids) if key is not None]
         with self._translate(f"reading sampled rows of {layout.display}"):
             # Binary: pgvector's loaders then read each float exactly as stored.
             cursor = self.conn.cursor(binary=True)

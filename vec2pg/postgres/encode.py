@@ -231,11 +231,19 @@ _BIGINT = struct.Struct(">q")
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 
 
-def _check_bigint(value: str) -> bytes:
-    """An id as PostgreSQL's binary bigint (``--id-type bigint``)."""
-    # Only an integer's own spelling: "007" or "1_000" are other ids than 7 and 1000.
+def bigint_id(value: str) -> int | None:
+    """The id as a bigint id column holds it, or None if it cannot be one. Only an
+    integer's own spelling: "007" or "1_000" are other ids than 7 and 1000."""
     number = int(value) if _INTEGER.fullmatch(value) else None
     if number is None or not _INT64[0] <= number <= _INT64[1]:
+        return None
+    return number
+
+
+def _check_bigint(value: str) -> bytes:
+    """An id as PostgreSQL's binary bigint (``--id-type bigint``)."""
+    number = bigint_id(value)
+    if number is None:
         raise ValueError(
             f"the id {value!r} is not a 64-bit integer, and the table's id is bigint "
             "(--id-type text keeps every id)"

@@ -266,10 +266,11 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 def _normalised(columns: dict[str, str]) -> dict[str, str]:
-    """A table's columns with a ``character varying`` id as ``text``: vecs creates its
-    collections' ids so, and vec2pg writes into them as into its own."""
-    if columns.get("id") == "character varying":
-        return {**columns, "id": "text"}
+    """A table's columns with its id's type as the ``--id-type`` it stands for
+    (catalog.ID_TYPES: vecs's ``character varying`` ids are text)."""
+    held = columns.get("id")
+    if held in catalog.ID_TYPES:
+        return {**columns, "id": catalog.ID_TYPES[held]}
     return columns
 
 
