@@ -55,15 +55,15 @@ def column_types(conn: Connection[Any], schema: str, table: str) -> dict[str, st
 
 #: An id column's type, as the ``--id-type`` it stands for: a collection vecs itself
 #: created has ``character varying`` ids, which vec2pg reads and writes as text.
-ID_TYPES = {"bigint": "bigint", "text": "text", "character varying": "text"}
+ID_COLUMN_TYPES = {"bigint": "bigint", "text": "text", "character varying": "text"}
 
 
 def id_type(conn: Connection[Any], schema: str, table: str) -> str | None:
-    """The ``--id-type`` a table's ``id`` column has (:data:`ID_TYPES`); None without
+    """The ``--id-type`` a table's ``id`` column has (:data:`ID_COLUMN_TYPES`); None without
     such a table or column."""
     if not table_exists(conn, schema, table):
         return None
-    return ID_TYPES.get(column_types(conn, schema, table).get("id") or "")
+    return ID_COLUMN_TYPES.get(column_types(conn, schema, table).get("id") or "")
 
 
 def has_primary_key(conn: Connection[Any], schema: str, table: str) -> bool:

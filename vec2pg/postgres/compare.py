@@ -101,8 +101,8 @@ class TargetTable:
         }
         for vector in layout.vectors:
             accepted[vector.name].add(dataclasses.replace(vector, halfvec=True).sql_type)
-        # Ids compare as text whatever id type the table has (catalog.ID_TYPES).
-        accepted["id"] |= set(catalog.ID_TYPES)
+        # Ids compare as text whatever id type the table has (catalog.ID_COLUMN_TYPES).
+        accepted["id"] |= set(catalog.ID_COLUMN_TYPES)
         wanted = dict(zip(layout.column_names, layout.sql_types, strict=True))
         wrong = [
             f"{name} {wanted[name]} (the table has {held.get(name) or 'no such column'})"
@@ -114,7 +114,7 @@ class TargetTable:
                 f"table {layout.display} was not migrated from this source: it needs "
                 f"{'; '.join(wrong)}; name the right table with --schema and --table"
             )
-        self._layout = dataclasses.replace(layout, id_type=catalog.ID_TYPES[held["id"]])
+        self._layout = dataclasses.replace(layout, id_type=catalog.ID_COLUMN_TYPES[held["id"]])
         return [
             StoredColumn(vector, held[vector.name].startswith("halfvec"))
             for vector in layout.vectors

@@ -267,10 +267,10 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
 
 def _normalised(columns: dict[str, str]) -> dict[str, str]:
     """A table's columns with its id's type as the ``--id-type`` it stands for
-    (catalog.ID_TYPES: vecs's ``character varying`` ids are text)."""
+    (catalog.ID_COLUMN_TYPES: vecs's ``character varying`` ids are text)."""
     held = columns.get("id")
-    if held in catalog.ID_TYPES:
-        return {**columns, "id": catalog.ID_TYPES[held]}
+    if held in catalog.ID_COLUMN_TYPES:
+        return {**columns, "id": catalog.ID_COLUMN_TYPES[held]}
     return columns
 
 
