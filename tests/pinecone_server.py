@@ -80,11 +80,9 @@ import base64
 import binascii
 import bisect
 import collections
-import http.server
 import json
 import math
 import socket
-import socketserver
 import threading
 import time
 import uuid
@@ -94,7 +92,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from wire_http import Handler
+from wire_http import Handler, Server
 
 _orjson: Any
 try:  # a dependency of the pinecone SDK; optional here
@@ -1026,10 +1024,7 @@ def _endpoint_for(index: str | None, method: str, path: str) -> str:
     }.get(path, "other")
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class _HTTPServer(Server):
     owner: PineconeServer
     index_name: str | None
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import http.server
 import importlib.metadata
 import json
 import os
@@ -67,7 +66,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 from qdrant_client import QdrantClient
 from qdrant_client.http import models
-from wire_http import Handler
+from wire_http import Handler, Server
 
 try:
     from qdrant_store import QdrantStore
@@ -178,7 +177,7 @@ class QdrantServer:
         self._drop_rules: list[_Rule] = []
         self.requests: collections.Counter[str] = collections.Counter()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status); 0 = dropped
-        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._httpd: Server | None = None
         self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -186,8 +185,7 @@ class QdrantServer:
         if self._httpd is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"qdrant": self})
-        httpd = http.server.ThreadingHTTPServer((self._host, self._port), handler)
-        httpd.daemon_threads = True
+        httpd = Server((self._host, self._port), handler)
         self._httpd = httpd
         self._stop.clear()
         self._thread = threading.Thread(

@@ -136,14 +136,12 @@ import bisect
 import collections
 import hashlib
 import hmac
-import http.server
 import json
 import math
 import re
 import secrets
 import signal
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -154,7 +152,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from wire_http import Handler
+from wire_http import Handler, Server
 
 _orjson: Any
 try:  # optional: ~6x faster encoding of float arrays
@@ -1815,10 +1813,7 @@ def _route(path: str) -> tuple[str, str]:
     return wire, "other"
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class _HTTPServer(Server):
     owner: S3VectorsServer
 
 

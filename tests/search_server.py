@@ -129,12 +129,10 @@ import bisect
 import collections
 import fnmatch
 import functools
-import http.server
 import json
 import math
 import re
 import socket
-import socketserver
 import threading
 import time
 import uuid
@@ -146,7 +144,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from wire_http import Handler
+from wire_http import Handler, Server
 
 _orjson: Any
 try:  # optional: ~6x faster encoding of float32 arrays
@@ -3353,10 +3351,7 @@ def _indices_for(parts: list[str]) -> list[str]:
     return []
 
 
-class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class _HTTPServer(Server):
     owner: SearchServer
 
 

@@ -109,7 +109,6 @@ import base64
 import bisect
 import collections
 import datetime as dt
-import http.server
 import importlib.metadata
 import json
 import math
@@ -137,7 +136,7 @@ from weaviate.proto.v1 import (
     search_get_pb2,
     tenants_pb2,
 )
-from wire_http import Handler
+from wire_http import Handler, Server
 
 __all__ = [
     "DATA_TYPES",
@@ -1934,10 +1933,7 @@ def _millis(value: Any, default: int) -> int:
 
 
 # ------------------------------------------------------------------------ REST plumbing
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+class _HTTPServer(Server):
     owner: WeaviateServer
 
 

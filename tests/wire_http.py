@@ -1,12 +1,23 @@
-"""What every HTTP test server in tests/ does the same way: keep-alive HTTP/1.1, no Nagle
-delay, quiet logs, every method sent to one ``_handle``, and (for servers that can cut
-connections on demand) the open sockets kept in the owner's ``_sockets``."""
+"""What every HTTP test server in tests/ does the same way: a thread per connection and a
+real server's listen backlog, keep-alive HTTP/1.1, no Nagle delay, quiet logs, every
+method sent to one ``_handle``, and (for servers that can cut connections on demand) the
+open sockets kept in the owner's ``_sockets``."""
 
 from __future__ import annotations
 
 import http.server
 import socket
 from typing import Any
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """A thread per connection. socketserver's listen backlog is 5: a run that opens dozens
+    of connections at once (vec2pg's probes open 64) then has some reset, which no real
+    server does (Qdrant's actix listens with 2,048, nginx 511)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
