@@ -92,7 +92,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from wire_http import Handler, Server
+from wire_http import Faults, Handler, Server
 
 _orjson: Any
 try:  # a dependency of the pinecone SDK; optional here
@@ -402,7 +402,7 @@ def reset_sdk_retry_budget() -> None:
     get_budget_registry()._reset()
 
 
-class PineconeServer:
+class PineconeServer(Faults["_Rule"]):
     """In-process Pinecone REST server (control plane + one port per index)."""
 
     def __init__(
@@ -425,13 +425,10 @@ class PineconeServer:
         #: Answer a list request's paginationToken as its next one (a cursor that repeats).
         self.repeat_list_token = False
         self._indexes: dict[str, _Index] = {}
-        self._lock = threading.Lock()  # stats, rules and index table; never held while sleeping
-        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()  # counts and index table; never held while sleeping
+        super().__init__()
         self._counts: collections.Counter[str] = collections.Counter()
         self._index_counts: collections.Counter[tuple[str | None, str]] = collections.Counter()
-        self._status_counts: collections.Counter[tuple[str, int]] = collections.Counter()
-        self._in_flight = 0
-        self._max_in_flight = 0
         self.api_versions: set[str] = set()
         self._control: Any = None
         self._control_thread: threading.Thread | None = None
@@ -735,29 +732,13 @@ class PineconeServer:
             _ns_from_wire(namespace), [(rid, json.dumps(rid).encode() + b":" + record)]
         )
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
     def _add_rule(self, rule: _Rule) -> None:
-        if rule.remaining < 1:
-            raise ValueError("n must be >= 1")
         if rule.endpoint is not None and rule.endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}")
-        with self._lock:
-            self._rules.append(rule)
+        super()._add_rule(rule)
 
     def _take_rule(self, endpoint: str, index: str | None) -> _Rule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.matches(endpoint, index):
-                    rule.remaining -= 1
-                    taken = rule
-                    break
-            else:
-                return None
-            self._rules = [r for r in self._rules if r.remaining > 0]
-            return taken
+        return self._take_rule_where(lambda rule: rule.matches(endpoint, index))
 
     def count(self, endpoint: str | None = None, *, index: str | None = None) -> int:
         """Requests received (including ones answered with faults or 401)."""
@@ -777,31 +758,13 @@ class PineconeServer:
         with self._lock:
             return dict(self._counts)
 
-    @property
-    def status_counts(self) -> dict[tuple[str, int], int]:
-        """``{(endpoint, status): n}`` for every answer sent (drops are status 0)."""
-        with self._lock:
-            return dict(self._status_counts)
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        """Peak number of requests being served at the same time since the last reset."""
-        with self._lock:
-            return self._max_in_flight
-
-    max_concurrency = max_in_flight
+    max_concurrency = Faults.max_in_flight
 
     def reset_stats(self) -> None:
         with self._lock:
             self._counts.clear()
             self._index_counts.clear()
-            self._status_counts.clear()
-            self._max_in_flight = self._in_flight
+        self._reset_traffic()
 
     # -- request handling (called from handler threads) -------------------------------------
 
@@ -809,14 +772,7 @@ class PineconeServer:
         with self._lock:
             self._counts[endpoint] += 1
             self._index_counts[(index, endpoint)] += 1
-            self._in_flight += 1
-            if self._in_flight > self._max_in_flight:
-                self._max_in_flight = self._in_flight
-
-    def _leave(self, endpoint: str, status: int) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._status_counts[(endpoint, status)] += 1
+        self._entered()
 
     def _index(self, name: str | None) -> _Index:
         with self._lock:
@@ -1064,7 +1020,7 @@ class _Handler(Handler):
     def _account(self, status: int) -> None:
         if not self._accounted:
             self._accounted = True
-            self.server.owner._leave(self._endpoint, status)
+            self.server.owner._left(self._endpoint, status)
 
     def _handle(self, method: str) -> None:
         owner = self.server.owner

@@ -152,7 +152,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from wire_http import Handler, Server
+from wire_http import Faults, Handler, Server
 
 _orjson: Any
 try:  # optional: ~6x faster encoding of float arrays
@@ -736,7 +736,7 @@ def _key_length_ok(key: str, supabase: bool) -> bool:
 # The server
 
 
-class S3VectorsServer:
+class S3VectorsServer(Faults["_Rule"]):
     """S3 Vectors (AWS wire) and Supabase's vector API on one port of 127.0.0.1."""
 
     def __init__(
@@ -771,18 +771,15 @@ class S3VectorsServer:
         self.latency = latency
         # Pages stop once past this many bytes; None: only maxResults ends a page.
         self.list_page_bytes = None if halfvec else list_page_bytes
-        self._lock = threading.Lock()  # buckets, permissions, rules, stats; never held asleep
+        self._lock = threading.Lock()  # buckets, permissions, counts; never held asleep
         self._buckets: dict[str, _Bucket] = {}
         self._known_only = credentials is not None
         self._actions: dict[str, frozenset[str]] = {
             k: frozenset(v) for k, v in (credentials or {}).items()
         }
         self._token_key = secrets.token_bytes(32)
-        self._rules: list[_Rule] = []
+        super().__init__()
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._status_counts: collections.Counter[tuple[str, int]] = collections.Counter()
-        self._in_flight = 0
-        self._max_in_flight = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
@@ -999,27 +996,13 @@ class S3VectorsServer:
         """Close the connection of the next ``n`` matching requests without answering."""
         self._add_rule(_Rule(n, "drop", operation))
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
     def _add_rule(self, rule: _Rule) -> None:
-        if rule.remaining < 1:
-            raise ValueError("n must be >= 1")
         if rule.operation is not None and rule.operation not in OPERATIONS:
             raise ValueError(f"operation must be one of {OPERATIONS}")
-        with self._lock:
-            self._rules.append(rule)
+        super()._add_rule(rule)
 
     def _take_rule(self, operation: str) -> _Rule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.remaining > 0 and rule.operation in (None, operation):
-                    rule.remaining -= 1
-                    if rule.remaining == 0:
-                        self._rules.remove(rule)
-                    return rule
-        return None
+        return self._take_rule_where(lambda rule: rule.operation in (None, operation))
 
     def count(self, operation: str | None = None, *, wire: str | None = None) -> int:
         """Requests received (including ones refused or answered with faults)."""
@@ -1038,39 +1021,15 @@ class S3VectorsServer:
                 out[op] += c
         return dict(out)
 
-    @property
-    def status_counts(self) -> dict[tuple[str, int], int]:
-        """``{(operation, status): n}`` for every answer sent (drops are status 0)."""
-        with self._lock:
-            return dict(self._status_counts)
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        """Peak number of requests being served at once since the last reset."""
-        with self._lock:
-            return self._max_in_flight
-
     def reset_stats(self) -> None:
         with self._lock:
             self._counts.clear()
-            self._status_counts.clear()
-            self._max_in_flight = self._in_flight
+        self._reset_traffic()
 
     def _enter(self, wire: str, operation: str) -> None:
         with self._lock:
             self._counts[(wire, operation)] += 1
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
-
-    def _leave(self, operation: str, status: int) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._status_counts[(operation, status)] += 1
+        self._entered()
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -1845,7 +1804,7 @@ class _Handler(Handler):
     def _account(self, status: int) -> None:
         if not self._accounted:
             self._accounted = True
-            self.server.owner._leave(self._operation, status)
+            self.server.owner._left(self._operation, status)
 
     def _handle(self, method: str) -> None:
         owner = self.server.owner

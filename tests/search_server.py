@@ -144,7 +144,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from wire_http import Handler, Server
+from wire_http import Faults, Handler, Server
 
 _orjson: Any
 try:  # optional: ~6x faster encoding of float32 arrays
@@ -1424,7 +1424,7 @@ class _Rule:
 # The server
 
 
-class SearchServer:
+class SearchServer(Faults["_Rule"]):
     """In-process Elasticsearch/OpenSearch REST server on 127.0.0.1."""
 
     def __init__(
@@ -1465,12 +1465,9 @@ class SearchServer:
         self.latency: float = 0.0
         self._indexes: dict[str, _Index] = {}
         self._contexts: dict[str, _Context] = {}
-        self._lock = threading.Lock()  # stats, rules, index and context tables; never slept in
-        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()  # counts, index and context tables; never slept in
+        super().__init__()
         self._counts: collections.Counter[str] = collections.Counter()
-        self._status_counts: collections.Counter[tuple[str, int]] = collections.Counter()
-        self._in_flight = 0
-        self._max_in_flight = 0
         self._context_seq = 0
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status); 0 = dropped
         self.accept_headers: set[str] = set()
@@ -1674,28 +1671,13 @@ class SearchServer:
         """Close the connection of the next ``n`` matching requests without answering."""
         self._add_rule(_Rule(n, "drop", endpoint=endpoint, index=index))
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
     def _add_rule(self, rule: _Rule) -> None:
-        if rule.remaining < 1:
-            raise ValueError("n must be >= 1")
         if rule.endpoint is not None and rule.endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}")
-        with self._lock:
-            self._rules.append(rule)
+        super()._add_rule(rule)
 
     def _take_rule(self, endpoint: str, indices: Sequence[str]) -> _Rule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.matches(endpoint, indices):
-                    rule.remaining -= 1
-                    break
-            else:
-                return None
-            self._rules = [r for r in self._rules if r.remaining > 0]
-            return rule
+        return self._take_rule_where(lambda rule: rule.matches(endpoint, indices))
 
     def count(self, endpoint: str | None = None) -> int:
         """Requests received for ``endpoint`` (all when None), faulted and refused ones too."""
@@ -1709,41 +1691,21 @@ class SearchServer:
         with self._lock:
             return dict(self._counts)
 
-    @property
-    def status_counts(self) -> dict[tuple[str, int], int]:
-        """``{(endpoint, status): n}`` for every answer sent (drops are status 0)."""
-        with self._lock:
-            return dict(self._status_counts)
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._in_flight
-
-    @property
-    def max_in_flight(self) -> int:
-        """Peak number of requests being served at the same time since the last reset."""
-        with self._lock:
-            return self._max_in_flight
-
     def reset_stats(self) -> None:
         with self._lock:
             self._counts.clear()
-            self._status_counts.clear()
             self.requests.clear()
-            self._max_in_flight = self._in_flight
+        self._reset_traffic()
 
     def _enter(self, endpoint: str) -> None:
         with self._lock:
             self._counts[endpoint] += 1
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        self._entered()
 
     def _leave(self, endpoint: str, method: str, path: str, status: int) -> None:
         with self._lock:
-            self._in_flight -= 1
-            self._status_counts[(endpoint, status)] += 1
             self.requests.append((method, path, status))
+        self._left(endpoint, status)
 
     # -- wire details -----------------------------------------------------------------------
 
