@@ -374,8 +374,6 @@ class _Rule:
     message: str | None = None
 
     def matches(self, endpoint: str, index: str | None) -> bool:
-        if self.remaining <= 0:
-            return False
         if self.endpoint is not None and self.endpoint != endpoint:
             return False
         return self.index is None or self.index == index

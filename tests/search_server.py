@@ -1413,8 +1413,6 @@ class _Rule:
     body: bytes | str | dict[str, Any] | None = None
 
     def matches(self, endpoint: str, indices: Sequence[str]) -> bool:
-        if self.remaining <= 0:
-            return False
         if self.endpoint is not None and self.endpoint != endpoint:
             return False
         return self.index is None or self.index in indices

@@ -90,10 +90,9 @@ class Faults(Generic[R]):
 class Server(http.server.ThreadingHTTPServer):
     """A thread per connection. socketserver's listen backlog is 5: a run that opens dozens
     of connections at once (vec2pg's probes open 64) then has some reset, which no real
-    server does (Qdrant's actix listens with 2,048, nginx 511)."""
+    server does (Qdrant's actix listens with 2,048, nginx 511). ThreadingHTTPServer's threads
+    are daemons and it reuses its address already."""
 
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 256
 
 
